@@ -1,0 +1,1239 @@
+//! Configuration: `config.toml`, the environment, a Strapi project's `.env`, and flags.
+//!
+//! Two phases. [`RawConfig`] mirrors `config.toml` (unknown keys and wrong types are errors that
+//! name the key and the line). [`Config::resolve`] then applies, per setting, the precedence
+//! *command-line flags > process environment > the Strapi folder's `.env` > `config.toml` >
+//! defaults*, validates, and converts into typed sections, one per stage. Secrets live in
+//! [`Secret`], whose `Debug` and `Display` never show the value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default database URL: Strapi's own defaults for a PostgreSQL project.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://strapi:strapi@127.0.0.1:5432/strapi";
+/// Default replication slot name.
+pub const DEFAULT_SLOT: &str = "strapi_io";
+/// Default publication name.
+pub const DEFAULT_PUBLICATION: &str = "strapi_io";
+/// Strapi's tables live in `public` unless `DATABASE_SCHEMA` says otherwise.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// Next to Strapi's 1337, so both can run on one host.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:1338";
+/// socket.io's default path.
+pub const DEFAULT_IO_PATH: &str = "/socket.io";
+/// socket.io 4's default `pingInterval`.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+/// socket.io 4's default `pingTimeout`.
+pub const DEFAULT_PING_TIMEOUT_MS: u64 = 20_000;
+/// socket.io 4's default `connectTimeout`.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 45_000;
+/// socket.io 4's default `maxHttpBufferSize` (1 MB).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
+/// The users-permissions public role's name, as the plugin's `publicRoleName` default.
+pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
+/// The `pg_logical_emit_message` prefix the bridge listens to.
+pub const DEFAULT_MESSAGE_PREFIX: &str = "strapi_io";
+/// How long a webhook handler may take before the client's ack carries an error.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+
+/// The event actions a data change can produce (Strapi v4 semantics).
+pub const DATA_ACTIONS: [&str; 6] = [
+    "create",
+    "update",
+    "delete",
+    "publish",
+    "unpublish",
+    "createOrUpdate",
+];
+
+/// A configuration problem, said so that the reader knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type.
+    #[error("{path}, line {line}: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A value has the right type but is not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The setting, as written in `config.toml` (`database.url`) or its variable name.
+        key: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret value: shown as `[redacted]` by `Debug` and `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is used (signing, hashing, comparing).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw: mirrors config.toml
+// ---------------------------------------------------------------------------------------------
+
+/// `config.toml` as written. Every section is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[database]`
+    #[serde(default)]
+    pub database: RawDatabase,
+    /// `[server]`
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[io]`
+    #[serde(default)]
+    pub io: RawIo,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// `content_types = "*"` or `[content_types]`
+    pub content_types: Option<RawContentTypes>,
+    /// `[messages]`
+    #[serde(default)]
+    pub messages: RawMessages,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// `[[events]]`
+    #[serde(default)]
+    pub events: Vec<RawEvent>,
+}
+
+/// `[database]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// PostgreSQL URL; `DATABASE_URL` overrides.
+    pub url: Option<String>,
+    /// Replication slot name.
+    pub slot: Option<String>,
+    /// Publication name.
+    pub publication: Option<String>,
+    /// Schema of Strapi's tables; `DATABASE_SCHEMA` overrides.
+    pub schema: Option<String>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Listen address; `--listen` overrides.
+    pub listen: Option<String>,
+}
+
+/// `[io]`, the plugin's `IOServerOptions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIo {
+    /// Socket.IO path.
+    pub path: Option<String>,
+    /// `pingInterval`.
+    pub ping_interval_ms: Option<u64>,
+    /// `pingTimeout`.
+    pub ping_timeout_ms: Option<u64>,
+    /// `connectTimeout`.
+    pub connect_timeout_ms: Option<u64>,
+    /// `maxHttpBufferSize`.
+    pub max_payload_bytes: Option<u64>,
+    /// Allowed transports.
+    pub transports: Option<Vec<String>>,
+    /// `[io.cors]`
+    pub cors: Option<RawCors>,
+}
+
+/// `[io.cors]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// `"*"` or a list of origins.
+    pub origin: Option<StringOrList>,
+    /// Allowed methods.
+    pub methods: Option<Vec<String>>,
+    /// `Access-Control-Allow-Credentials`.
+    pub credentials: Option<bool>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One string.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Room and role of sockets without a token.
+    pub public_role_name: Option<String>,
+    /// `"read"` or `"action"`.
+    pub permission_mode: Option<String>,
+    /// For local use; `JWT_SECRET` overrides.
+    pub jwt_secret: Option<String>,
+    /// For local use; `API_TOKEN_SALT` overrides.
+    pub api_token_salt: Option<String>,
+}
+
+/// `content_types = "*"` or a table of content type → `"*"` or a list of actions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawContentTypes {
+    /// `"*"`
+    All(String),
+    /// `[content_types]`
+    Some(BTreeMap<String, StringOrList>),
+}
+
+/// `[messages]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessages {
+    /// The `pg_logical_emit_message` prefix to listen to.
+    pub prefix: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Bearer token of `POST /io/emit` and `/io/raw`; `STRAPI_IO_ADMIN_TOKEN` overrides.
+    pub token: Option<String>,
+}
+
+/// One `[[events]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvent {
+    /// `connection`, `disconnect`, or a client event name.
+    pub name: Option<String>,
+    /// `log`, `relay` or `webhook`.
+    pub handler: Option<String>,
+    /// `relay`: where to relay instead of the sender's rooms.
+    pub rooms: Option<Vec<String>>,
+    /// `webhook`: where to POST.
+    pub url: Option<String>,
+    /// `webhook`: how long to wait.
+    pub timeout_ms: Option<u64>,
+}
+
+impl RawConfig {
+    /// Parses TOML text; errors name the key and the line.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(1);
+            // The first line of toml's message repeats the position; keep the explanation.
+            let message = e.message().trim().to_owned();
+            ConfigError::Toml {
+                path: path.to_owned(),
+                line,
+                message,
+            }
+        })
+    }
+
+    /// Reads and parses a file. A missing file is an error only when `required`.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(RawConfig::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources other than the file
+// ---------------------------------------------------------------------------------------------
+
+/// Settings given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--content-types '*'` or `--content-types message,chat`
+    pub content_types: Option<String>,
+    /// `--database-url`
+    pub database_url: Option<String>,
+}
+
+/// Environment variables, from the process or from a Strapi project's `.env`.
+#[derive(Debug, Default, Clone)]
+pub struct EnvVars {
+    vars: HashMap<String, String>,
+    origin: String,
+}
+
+impl EnvVars {
+    /// Variables with a description of where they came from (used in messages).
+    pub fn new(vars: HashMap<String, String>, origin: impl Into<String>) -> Self {
+        EnvVars {
+            vars,
+            origin: origin.into(),
+        }
+    }
+
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self::new(std::env::vars().collect(), "the environment")
+    }
+
+    /// Parses a `.env` file the way Strapi (dotenv) reads it: `KEY=value` lines, `#` comments,
+    /// optional `export `, values optionally in single or double quotes.
+    pub fn parse_dotenv(text: &str, origin: impl Into<String>) -> Self {
+        let mut vars = HashMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            let mut value = value.trim();
+            if value.len() >= 2
+                && ((value.starts_with('"') && value.ends_with('"'))
+                    || (value.starts_with('\'') && value.ends_with('\'')))
+            {
+                value = &value[1..value.len() - 1];
+            } else if let Some(i) = value.find(" #") {
+                value = value[..i].trim_end();
+            }
+            let value = if line.contains("=\"") {
+                value.replace("\\n", "\n")
+            } else {
+                value.to_owned()
+            };
+            vars.insert(key.to_owned(), value);
+        }
+        EnvVars::new(vars, origin)
+    }
+
+    /// Reads `<dir>/.env`.
+    pub fn load_strapi_dir(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join(".env");
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self::parse_dotenv(&text, path.display().to_string()))
+    }
+
+    /// A non-empty variable.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Where these variables came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// Everything [`Config::resolve`] reads, in precedence order.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// Command-line flags.
+    pub cli: CliOverrides,
+    /// The process environment.
+    pub env: EnvVars,
+    /// The Strapi project's `.env` (`--strapi-dir`).
+    pub strapi_env: Option<EnvVars>,
+    /// The Strapi project folder, for messages.
+    pub strapi_dir: Option<PathBuf>,
+    /// `config.toml`.
+    pub file: RawConfig,
+    /// Where `file` came from, for messages.
+    pub file_path: PathBuf,
+}
+
+impl Sources {
+    /// A variable from the process environment, else from the Strapi `.env`, with its origin.
+    fn var(&self, key: &str) -> Option<(&str, String)> {
+        if let Some(v) = self.env.get(key) {
+            return Some((v, format!("{key} from {}", self.env.origin())));
+        }
+        let strapi = self.strapi_env.as_ref()?;
+        strapi
+            .get(key)
+            .map(|v| (v, format!("{key} from {}", strapi.origin())))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolved, typed configuration
+// ---------------------------------------------------------------------------------------------
+
+/// TLS policy for database connections, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, without verifying the certificate; else plain.
+    Prefer,
+    /// TLS always, without verifying the certificate.
+    Require,
+    /// TLS always; the certificate must chain to a trusted root (no host name check).
+    VerifyCa,
+    /// TLS always; the certificate must chain to a trusted root and name the host.
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(format!(
+                    "unknown sslmode {other:?}; use disable, prefer, require, verify-ca or verify-full"
+                ));
+            }
+        })
+    }
+}
+
+/// `[database]`: how to reach Strapi's PostgreSQL and which slot and publication to use.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Connection parameters (host or Unix socket directory, port, user, password, dbname).
+    /// Its `Debug` redacts the password. `sslmode` is in [`Self::ssl_mode`].
+    pub pg: tokio_postgres::Config,
+    /// TLS policy.
+    pub ssl_mode: SslMode,
+    /// Extra trusted root certificates (`sslrootcert=` in the URL), PEM.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Replication slot.
+    pub slot: String,
+    /// Publication.
+    pub publication: String,
+    /// Schema of Strapi's tables.
+    pub schema: String,
+    /// Where the URL came from (`config.toml`, `DATABASE_URL from …`), for messages.
+    pub url_origin: String,
+}
+
+impl DatabaseConfig {
+    /// Parses a PostgreSQL URL or key=value string; `sslmode` and `sslrootcert` are taken out
+    /// here because the bridge does TLS itself (rustls) and supports `verify-full`.
+    pub fn from_url(url: &str, key: &str) -> Result<Self, ConfigError> {
+        let (rest, ssl_mode, ssl_root_cert) = split_ssl_params(url)
+            .map_err(|m| ConfigError::invalid(key, format!("{m} (in {})", redact_url(url))))?;
+        let pg = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "not a PostgreSQL URL ({e}): {}; expected postgres://user:password@host:5432/dbname",
+                    redact_url(url)
+                ),
+            )
+        })?;
+        if pg.get_dbname().is_none() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{} names no database", redact_url(url)),
+            ));
+        }
+        if pg.get_user().is_none() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{} names no user", redact_url(url)),
+            ));
+        }
+        Ok(DatabaseConfig {
+            pg,
+            ssl_mode,
+            ssl_root_cert,
+            slot: DEFAULT_SLOT.to_owned(),
+            publication: DEFAULT_PUBLICATION.to_owned(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            url_origin: key.to_owned(),
+        })
+    }
+
+    /// `user@host:port/dbname`, for logs and messages (never the password).
+    pub fn display_target(&self) -> String {
+        use tokio_postgres::config::Host;
+        let host = match self.pg.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.pg.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{}:{}/{}",
+            self.pg.get_user().unwrap_or(""),
+            host,
+            port,
+            self.pg.get_dbname().unwrap_or("")
+        )
+    }
+}
+
+/// Removes `sslmode` and `sslrootcert` from a URL's query (or a key=value string).
+fn split_ssl_params(url: &str) -> Result<(String, SslMode, Option<PathBuf>), String> {
+    let mut mode = SslMode::Prefer;
+    let mut root = None;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => return Ok((url.to_owned(), mode, root)),
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "sslmode" => mode = v.parse()?,
+                "sslrootcert" => root = Some(PathBuf::from(percent_decode(v))),
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok((rest, mode, root))
+    } else {
+        let mut kept = Vec::new();
+        for part in url.split_whitespace() {
+            match part.split_once('=') {
+                Some(("sslmode", v)) => mode = v.parse()?,
+                Some(("sslrootcert", v)) => root = Some(PathBuf::from(v)),
+                _ => kept.push(part),
+            }
+        }
+        Ok((kept.join(" "), mode, root))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A URL with its password replaced by `***`, safe to print.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let after = &url[scheme_end + 3..];
+        let authority_end = after.find(['/', '?']).unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[scheme_end + 3 + at..]
+                );
+            }
+        }
+        url.to_owned()
+    } else {
+        url.split_whitespace()
+            .map(|p| {
+                if p.starts_with("password=") {
+                    "password=***"
+                } else {
+                    p
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where Socket.IO, health, metrics and the emit API listen.
+    pub listen: SocketAddr,
+}
+
+/// Socket.IO transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
+}
+
+/// `[io.cors]`: CORS for the polling transport. Absent means no CORS headers, as the plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// `None` = any origin (`"*"`), else the allowed origins.
+    pub origins: Option<Vec<String>>,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Whether credentials are allowed.
+    pub credentials: bool,
+}
+
+/// `[io]`: the Socket.IO server options.
+#[derive(Debug, Clone)]
+pub struct IoConfig {
+    /// Request path.
+    pub path: String,
+    /// `pingInterval`.
+    pub ping_interval: Duration,
+    /// `pingTimeout`.
+    pub ping_timeout: Duration,
+    /// `connectTimeout`.
+    pub connect_timeout: Duration,
+    /// `maxHttpBufferSize`.
+    pub max_payload_bytes: u64,
+    /// Allowed transports.
+    pub transports: Vec<Transport>,
+    /// CORS, when configured.
+    pub cors: Option<CorsConfig>,
+}
+
+/// Which roles receive a content type's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionMode {
+    /// A role receives every event of a content type it may `find` or `findOne`.
+    Read,
+    /// The plugin's rule: the role needs the event's own action (publish and createOrUpdate
+    /// need `update`, unpublish needs `delete`).
+    Action,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Room and role for sockets without a token.
+    pub public_role_name: String,
+    /// Who receives what.
+    pub permission_mode: PermissionMode,
+    /// Users-permissions JWT secret (raw bytes of the string), if known.
+    pub jwt_secret: Option<Secret>,
+    /// Where the JWT secret came from, for `check`.
+    pub jwt_secret_origin: Option<String>,
+    /// API token salt, if known.
+    pub api_token_salt: Option<Secret>,
+}
+
+/// Which actions of one content type go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFilter {
+    /// Every action (`"*"`).
+    All,
+    /// Only these actions.
+    Only(Vec<String>),
+}
+
+/// `content_types`: which events go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentTypesConfig {
+    /// Nothing configured: the bridge emits no data events (as the plugin's default).
+    Unset,
+    /// `content_types = "*"`
+    All,
+    /// Per content type (singularName or uid) → actions; checked against the catalog at start.
+    Some(Vec<(String, ActionFilter)>),
+}
+
+/// What a `[[events]]` entry does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventHandler {
+    /// Log the socket id, role and user id.
+    Log,
+    /// Re-emit to the sender's role rooms (or to `rooms`), not back to the sender.
+    Relay {
+        /// Where to relay instead of the sender's rooms.
+        rooms: Option<Vec<String>>,
+    },
+    /// POST to a URL; the JSON answer becomes the client's acknowledgement.
+    Webhook {
+        /// Target.
+        url: String,
+        /// How long to wait.
+        timeout: Duration,
+    },
+}
+
+/// One `[[events]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventConfig {
+    /// `connection`, `disconnect`, or a client event name (case-sensitive).
+    pub name: String,
+    /// What to do.
+    pub handler: EventHandler,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[database]`
+    pub database: DatabaseConfig,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[io]`
+    pub io: IoConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `content_types`
+    pub content_types: ContentTypesConfig,
+    /// `[messages] prefix`
+    pub message_prefix: String,
+    /// `[admin] token` / `STRAPI_IO_ADMIN_TOKEN`; `None` turns the HTTP emit API off.
+    pub admin_token: Option<Secret>,
+    /// `[[events]]`
+    pub events: Vec<EventConfig>,
+}
+
+impl Config {
+    /// Applies the precedence and validates. The first problem found is returned.
+    pub fn resolve(src: &Sources) -> Result<Config, ConfigError> {
+        Ok(Config {
+            database: resolve_database(src)?,
+            server: resolve_server(src)?,
+            io: resolve_io(&src.file.io)?,
+            auth: resolve_auth(src)?,
+            content_types: resolve_content_types(src)?,
+            message_prefix: resolve_prefix(&src.file.messages)?,
+            admin_token: src
+                .var("STRAPI_IO_ADMIN_TOKEN")
+                .map(|(v, _)| v.to_owned())
+                .or_else(|| src.file.admin.token.clone())
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            events: resolve_events(&src.file.events)?,
+        })
+    }
+
+    /// Reads `config.toml` (required only when `required`), the Strapi `.env` when a folder is
+    /// given, and the process environment; then resolves.
+    pub fn load(
+        path: &Path,
+        required: bool,
+        strapi_dir: Option<&Path>,
+        cli: CliOverrides,
+    ) -> Result<Config, ConfigError> {
+        let file = RawConfig::load(path, required)?;
+        let strapi_env = strapi_dir.map(EnvVars::load_strapi_dir).transpose()?;
+        Config::resolve(&Sources {
+            cli,
+            env: EnvVars::from_process(),
+            strapi_env,
+            strapi_dir: strapi_dir.map(Path::to_owned),
+            file,
+            file_path: path.to_owned(),
+        })
+    }
+}
+
+fn resolve_database(src: &Sources) -> Result<DatabaseConfig, ConfigError> {
+    if let Some((client, origin)) = src.var("DATABASE_CLIENT") {
+        if client != "postgres" && client != "postgresql" && client != "pg" {
+            return Err(ConfigError::invalid(
+                origin,
+                format!(
+                    "this Strapi project uses {client:?}; strapi-io-bridge reads PostgreSQL's \
+                     logical replication, so the project must run on PostgreSQL \
+                     (DATABASE_CLIENT=postgres)"
+                ),
+            ));
+        }
+    }
+    let file_path = src.file_path.display().to_string();
+    let mut db = if let Some(url) = &src.cli.database_url {
+        DatabaseConfig::from_url(url, "--database-url")?
+    } else if let Some((url, origin)) = src.var("DATABASE_URL") {
+        DatabaseConfig::from_url(url, &origin)?
+    } else if let Some(url) = strapi_parts_url(src)? {
+        let origin = format!(
+            "DATABASE_HOST/PORT/NAME/USERNAME/PASSWORD from {}",
+            src.strapi_env
+                .as_ref()
+                .map(EnvVars::origin)
+                .unwrap_or("the environment")
+        );
+        DatabaseConfig::from_url(&url, &origin)?
+    } else if let Some(url) = &src.file.database.url {
+        DatabaseConfig::from_url(url, &format!("database.url in {file_path}"))?
+    } else {
+        DatabaseConfig::from_url(DEFAULT_DATABASE_URL, "the default database.url")?
+    };
+    if let Some(slot) = &src.file.database.slot {
+        db.slot = slot.clone();
+    }
+    if let Some(publication) = &src.file.database.publication {
+        db.publication = publication.clone();
+    }
+    if let Some((schema, _)) = src.var("DATABASE_SCHEMA") {
+        db.schema = schema.to_owned();
+    } else if let Some(schema) = &src.file.database.schema {
+        db.schema = schema.clone();
+    }
+    for (key, value) in [
+        ("database.slot", &db.slot),
+        ("database.publication", &db.publication),
+    ] {
+        if value.is_empty()
+            || value.len() > 63
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "{value:?} is not a valid name: use 1 to 63 lower-case letters, digits and underscores"
+                ),
+            ));
+        }
+    }
+    if db.schema.is_empty() {
+        return Err(ConfigError::invalid(
+            "database.schema",
+            "must not be empty",
+        ));
+    }
+    Ok(db)
+}
+
+/// Builds a URL from Strapi's `DATABASE_HOST` … variables, when any of them is set.
+fn strapi_parts_url(src: &Sources) -> Result<Option<String>, ConfigError> {
+    const PARTS: [&str; 5] = [
+        "DATABASE_HOST",
+        "DATABASE_PORT",
+        "DATABASE_NAME",
+        "DATABASE_USERNAME",
+        "DATABASE_PASSWORD",
+    ];
+    if !PARTS.iter().any(|k| src.var(k).is_some()) {
+        return Ok(None);
+    }
+    let get = |k: &str, default: &str| {
+        src.var(k)
+            .map(|(v, _)| v.to_owned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let host = get("DATABASE_HOST", "localhost");
+    let port = get("DATABASE_PORT", "5432");
+    if port.parse::<u16>().is_err() {
+        return Err(ConfigError::invalid(
+            "DATABASE_PORT",
+            format!("{port:?} is not a port number"),
+        ));
+    }
+    let name = get("DATABASE_NAME", "strapi");
+    let user = get("DATABASE_USERNAME", "strapi");
+    let password = get("DATABASE_PASSWORD", "strapi");
+    let ssl = src
+        .var("DATABASE_SSL")
+        .map(|(v, _)| v == "true" || v == "1")
+        .unwrap_or(false);
+    let reject_unauthorized = src
+        .var("DATABASE_SSL_REJECT_UNAUTHORIZED")
+        .map(|(v, _)| v != "false" && v != "0")
+        .unwrap_or(true);
+    let sslmode = match (ssl, reject_unauthorized) {
+        (false, _) => "disable",
+        (true, true) => "verify-full",
+        (true, false) => "require",
+    };
+    // key=value form: no percent-encoding needed, values are quoted.
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    Ok(Some(format!(
+        "host={} port={} dbname={} user={} password={} sslmode={}",
+        quote(&host),
+        port,
+        quote(&name),
+        quote(&user),
+        quote(&password),
+        sslmode
+    )))
+}
+
+fn resolve_server(src: &Sources) -> Result<ServerConfig, ConfigError> {
+    let (value, key) = match (&src.cli.listen, &src.file.server.listen) {
+        (Some(v), _) => (v.as_str(), "--listen"),
+        (None, Some(v)) => (v.as_str(), "server.listen"),
+        (None, None) => (DEFAULT_LISTEN, "server.listen"),
+    };
+    let listen = value.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not an address:port like 0.0.0.0:1338"),
+        )
+    })?;
+    Ok(ServerConfig { listen })
+}
+
+fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
+    let path = raw
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_IO_PATH.to_owned());
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(ConfigError::invalid(
+            "io.path",
+            format!("{path:?} must start with / (like /socket.io)"),
+        ));
+    }
+    let ms = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
+        let v = v.unwrap_or(d);
+        if v == 0 {
+            return Err(ConfigError::invalid(key, "must be greater than 0"));
+        }
+        Ok(Duration::from_millis(v))
+    };
+    let transports = match &raw.transports {
+        None => vec![Transport::Polling, Transport::Websocket],
+        Some(list) => {
+            let mut out = Vec::new();
+            for t in list {
+                out.push(match t.as_str() {
+                    "polling" => Transport::Polling,
+                    "websocket" => Transport::Websocket,
+                    other => {
+                        return Err(ConfigError::invalid(
+                            "io.transports",
+                            format!("unknown transport {other:?}; use \"polling\" and/or \"websocket\""),
+                        ));
+                    }
+                });
+            }
+            if out.is_empty() {
+                return Err(ConfigError::invalid(
+                    "io.transports",
+                    "needs at least one of \"polling\", \"websocket\"",
+                ));
+            }
+            out
+        }
+    };
+    let cors = raw.cors.as_ref().map(|c| {
+        let origins = match c.origin.clone().map(StringOrList::into_vec) {
+            None => Some(Vec::new()),
+            Some(list) if list.iter().any(|o| o == "*") => None,
+            Some(list) => Some(list),
+        };
+        CorsConfig {
+            origins,
+            methods: c
+                .methods
+                .clone()
+                .unwrap_or_else(|| vec!["GET".to_owned(), "POST".to_owned()]),
+            credentials: c.credentials.unwrap_or(false),
+        }
+    });
+    let max_payload_bytes = raw.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
+    if max_payload_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "io.max_payload_bytes",
+            "must be greater than 0",
+        ));
+    }
+    Ok(IoConfig {
+        path,
+        ping_interval: ms(
+            raw.ping_interval_ms,
+            DEFAULT_PING_INTERVAL_MS,
+            "io.ping_interval_ms",
+        )?,
+        ping_timeout: ms(
+            raw.ping_timeout_ms,
+            DEFAULT_PING_TIMEOUT_MS,
+            "io.ping_timeout_ms",
+        )?,
+        connect_timeout: ms(
+            raw.connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+            "io.connect_timeout_ms",
+        )?,
+        max_payload_bytes,
+        transports,
+        cors,
+    })
+}
+
+fn resolve_auth(src: &Sources) -> Result<AuthConfig, ConfigError> {
+    let raw = &src.file.auth;
+    let permission_mode = match raw.permission_mode.as_deref() {
+        None | Some("read") => PermissionMode::Read,
+        Some("action") => PermissionMode::Action,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "auth.permission_mode",
+                format!("unknown mode {other:?}; use \"read\" or \"action\""),
+            ));
+        }
+    };
+    let public_role_name = raw
+        .public_role_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PUBLIC_ROLE_NAME.to_owned());
+    if public_role_name.is_empty() {
+        return Err(ConfigError::invalid(
+            "auth.public_role_name",
+            "must not be empty",
+        ));
+    }
+    let file_path = src.file_path.display().to_string();
+    let (jwt_secret, jwt_secret_origin) = match src.var("JWT_SECRET") {
+        Some((v, origin)) => (Some(Secret::new(v)), Some(origin)),
+        None => match raw.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(v) => (
+                Some(Secret::new(v)),
+                Some(format!("auth.jwt_secret in {file_path}")),
+            ),
+            None => (None, None),
+        },
+    };
+    let api_token_salt = src
+        .var("API_TOKEN_SALT")
+        .map(|(v, _)| v.to_owned())
+        .or_else(|| raw.api_token_salt.clone())
+        .filter(|s| !s.is_empty())
+        .map(Secret::new);
+    Ok(AuthConfig {
+        public_role_name,
+        permission_mode,
+        jwt_secret,
+        jwt_secret_origin,
+        api_token_salt,
+    })
+}
+
+fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigError> {
+    if let Some(flag) = &src.cli.content_types {
+        let flag = flag.trim();
+        if flag == "*" {
+            return Ok(ContentTypesConfig::All);
+        }
+        let keys: Vec<_> = flag
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| (k.to_owned(), ActionFilter::All))
+            .collect();
+        if keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "--content-types",
+                "give '*' or a comma-separated list of content types",
+            ));
+        }
+        return Ok(ContentTypesConfig::Some(keys));
+    }
+    match &src.file.content_types {
+        None => Ok(ContentTypesConfig::Unset),
+        Some(RawContentTypes::All(s)) if s == "*" => Ok(ContentTypesConfig::All),
+        Some(RawContentTypes::All(s)) => Err(ConfigError::invalid(
+            "content_types",
+            format!("{s:?}: use \"*\" or a [content_types] table"),
+        )),
+        Some(RawContentTypes::Some(map)) => {
+            let mut out = Vec::new();
+            for (key, value) in map {
+                let filter = match value {
+                    StringOrList::One(s) if s == "*" => ActionFilter::All,
+                    StringOrList::One(s) => {
+                        return Err(ConfigError::invalid(
+                            format!("content_types.{key}"),
+                            format!("{s:?}: use \"*\" or a list of actions like [\"create\"]"),
+                        ));
+                    }
+                    StringOrList::Many(list) => {
+                        for a in list {
+                            if !DATA_ACTIONS.contains(&a.as_str()) {
+                                return Err(ConfigError::invalid(
+                                    format!("content_types.{key}"),
+                                    format!(
+                                        "unknown action {a:?}; known actions: {}",
+                                        DATA_ACTIONS.join(", ")
+                                    ),
+                                ));
+                            }
+                        }
+                        ActionFilter::Only(list.clone())
+                    }
+                };
+                out.push((key.clone(), filter));
+            }
+            Ok(ContentTypesConfig::Some(out))
+        }
+    }
+}
+
+fn resolve_prefix(raw: &RawMessages) -> Result<String, ConfigError> {
+    let prefix = raw
+        .prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MESSAGE_PREFIX.to_owned());
+    if prefix.is_empty() {
+        return Err(ConfigError::invalid("messages.prefix", "must not be empty"));
+    }
+    Ok(prefix)
+}
+
+fn resolve_events(raw: &[RawEvent]) -> Result<Vec<EventConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, e) in raw.iter().enumerate() {
+        let key = format!("events[{i}]");
+        let name = e
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ConfigError::invalid(&key, "needs a name"))?;
+        let key = format!("events[{i}] ({name})");
+        let handler = match e.handler.as_deref() {
+            Some("log") => EventHandler::Log,
+            Some("relay") => EventHandler::Relay {
+                rooms: e.rooms.clone(),
+            },
+            Some("webhook") => {
+                let url = e
+                    .url
+                    .clone()
+                    .ok_or_else(|| ConfigError::invalid(&key, "a webhook handler needs a url"))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        format!("url {url:?} must start with http:// or https://"),
+                    ));
+                }
+                EventHandler::Webhook {
+                    url,
+                    timeout: Duration::from_millis(
+                        e.timeout_ms.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_MS).max(1),
+                    ),
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!("unknown handler {other:?}; use \"log\", \"relay\" or \"webhook\""),
+                ));
+            }
+            None => {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "needs a handler: \"log\", \"relay\" or \"webhook\"",
+                ));
+            }
+        };
+        if matches!(handler, EventHandler::Relay { .. }) && matches!(name.as_str(), "connection" | "disconnect") {
+            return Err(ConfigError::invalid(
+                &key,
+                "connection and disconnect take the \"log\" or \"webhook\" handler",
+            ));
+        }
+        if e.rooms.is_some() && !matches!(handler, EventHandler::Relay { .. }) {
+            return Err(ConfigError::invalid(&key, "rooms applies to the relay handler only"));
+        }
+        if (e.url.is_some() || e.timeout_ms.is_some())
+            && !matches!(handler, EventHandler::Webhook { .. })
+        {
+            return Err(ConfigError::invalid(
+                &key,
+                "url and timeout_ms apply to the webhook handler only",
+            ));
+        }
+        out.push(EventConfig { name, handler });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! Liveness and readiness shared by every stage, read by `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crate::lsn::Lsn;
+
+/// Progress and readiness flags, updated by the stages with plain atomic stores.
+#[derive(Debug, Default)]
+pub struct HealthState {
+    streaming: AtomicBool,
+    catalog_loaded: AtomicBool,
+    access_loaded: AtomicBool,
+    server_lsn: AtomicU64,
+    confirmed_lsn: AtomicU64,
+    last_commit_unix_micros: AtomicI64,
+}
+
+/// A cheap-to-clone handle on [`HealthState`].
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<HealthState>);
+
+impl Health {
+    /// A fresh state: nothing ready.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The replication stream is (or is no longer) running.
+    pub fn set_streaming(&self, on: bool) {
+        self.0.streaming.store(on, Ordering::Relaxed);
+    }
+
+    /// The content-type catalog is loaded.
+    pub fn set_catalog_loaded(&self, on: bool) {
+        self.0.catalog_loaded.store(on, Ordering::Relaxed);
+    }
+
+    /// Roles, permissions, users and tokens are loaded.
+    pub fn set_access_loaded(&self, on: bool) {
+        self.0.access_loaded.store(on, Ordering::Relaxed);
+    }
+
+    /// The server's latest WAL position, from XLogData and keepalives.
+    pub fn set_server_lsn(&self, lsn: Lsn) {
+        self.0.server_lsn.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// The position last confirmed to PostgreSQL as flushed.
+    pub fn set_confirmed_lsn(&self, lsn: Lsn) {
+        self.0.confirmed_lsn.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// Commit time (µs since the Unix epoch) of the last transaction handed on.
+    pub fn set_last_commit(&self, unix_micros: i64) {
+        self.0
+            .last_commit_unix_micros
+            .store(unix_micros, Ordering::Relaxed);
+    }
+
+    /// Ready to serve: streaming, with catalog and access loaded.
+    pub fn is_ready(&self) -> bool {
+        self.is_streaming() && self.is_catalog_loaded() && self.is_access_loaded()
+    }
+
+    /// Whether the replication stream runs.
+    pub fn is_streaming(&self) -> bool {
+        self.0.streaming.load(Ordering::Relaxed)
+    }
+
+    /// Whether the catalog is loaded.
+    pub fn is_catalog_loaded(&self) -> bool {
+        self.0.catalog_loaded.load(Ordering::Relaxed)
+    }
+
+    /// Whether access data is loaded.
+    pub fn is_access_loaded(&self) -> bool {
+        self.0.access_loaded.load(Ordering::Relaxed)
+    }
+
+    /// Server WAL position.
+    pub fn server_lsn(&self) -> Lsn {
+        Lsn(self.0.server_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Confirmed position.
+    pub fn confirmed_lsn(&self) -> Lsn {
+        Lsn(self.0.confirmed_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Replication lag in bytes: server position minus confirmed position.
+    pub fn lag_bytes(&self) -> u64 {
+        self.server_lsn().bytes_since(self.confirmed_lsn())
+    }
+
+    /// Commit time of the last transaction handed on (µs since the Unix epoch), 0 if none.
+    pub fn last_commit_unix_micros(&self) -> i64 {
+        self.0.last_commit_unix_micros.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,1 @@
+//! The Socket.IO server: handshake, role rooms, emit.

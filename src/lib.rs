@@ -1,0 +1,29 @@
+//! strapi-io-bridge: live Socket.IO events for a Strapi site, from PostgreSQL logical
+//! replication, with no code inside Strapi.
+//!
+//! ```text
+//!  PostgreSQL ──walsender──▶ replication ──XLogData──▶ pgoutput ──Change──▶ strapi
+//!      ▲                                                                     │ StrapiEvent,
+//!      │ confirmed LSN (only after emit)                                     ▼ AccessChange
+//!      └──────────────────────────── io ◀──Delivery (rooms, payload)──── access
+//! ```
+//!
+//! - [`replication`]: the walsender client (slot, stream, keepalives, confirmations).
+//! - [`pgoutput`]: pure decoding of pgoutput messages.
+//! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
+//! - [`access`]: users, roles, permissions and tokens; who receives what.
+//! - [`io`]: the Socket.IO server, handshake and emit.
+//! - [`pipeline`]: wires the stages; [`config`], [`cli`] around them.
+
+pub mod access;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod io;
+pub mod lsn;
+pub mod metrics;
+pub mod pg;
+pub mod pgoutput;
+pub mod pipeline;
+pub mod replication;
+pub mod strapi;

@@ -1,0 +1,1 @@
+//! PostgreSQL plumbing shared by the stages: TLS per `sslmode` and ordinary SQL connections.

@@ -1,0 +1,1 @@
+//! Decoder tests over hand-built messages.
