@@ -86,11 +86,97 @@ pub enum Outgoing {
     AccessChanged,
 }
 
+/// A role (`up_roles`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// `up_roles.id`
+    pub id: i64,
+    /// `up_roles.name`: also its room name.
+    pub name: String,
+    /// `up_roles.type`: `public`, `authenticated`, or a custom role's slug.
+    pub kind: String,
+}
+
+/// A users-permissions user (`up_users`), with only what access decisions need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// `up_users.id`
+    pub id: i64,
+    /// `up_users.blocked`
+    pub blocked: bool,
+    /// `up_users.confirmed`
+    pub confirmed: bool,
+}
+
+/// The kind of a Strapi API token (`strapi_api_tokens.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `read-only`: find and findOne of every content type.
+    ReadOnly,
+    /// `full-access`: everything.
+    FullAccess,
+    /// `custom`: the actions in `strapi_api_token_permissions`.
+    Custom,
+}
+
+/// A Strapi API token (`strapi_api_tokens`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// `strapi_api_tokens.id`
+    pub id: i64,
+    /// `strapi_api_tokens.name`
+    pub name: String,
+    /// `strapi_api_tokens.type`
+    pub kind: TokenKind,
+    /// `access_key`: lowercase hex HMAC-SHA512(API_TOKEN_SALT, token).
+    pub access_key: String,
+    /// `expires_at` in µs since the Unix epoch (UTC); `None` = never.
+    pub expires_at_unix_micros: Option<i64>,
+}
+
+/// A complete picture of the access tables, as loaded at start (or built by tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessSnapshot {
+    /// Every role.
+    pub roles: Vec<Role>,
+    /// `(role id, action)` for every permission linked to a role.
+    pub role_permissions: Vec<(i64, String)>,
+    /// Every user.
+    pub users: Vec<User>,
+    /// `(user id, role id)` links.
+    pub user_roles: Vec<(i64, i64)>,
+    /// Every API token.
+    pub api_tokens: Vec<ApiToken>,
+    /// `(token id, action)` for custom tokens.
+    pub token_permissions: Vec<(i64, String)>,
+    /// users-permissions advanced setting `email_confirmation`.
+    pub email_confirmation: bool,
+}
+
+/// What access decisions need from the configuration.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// Room (and role name) of sockets without a token.
+    pub public_role_name: String,
+    /// Who receives what.
+    pub permission_mode: crate::config::PermissionMode,
+    /// Users-permissions JWT secret (its UTF-8 bytes are the HMAC key).
+    pub jwt_secret: Option<crate::config::Secret>,
+    /// Salt of API-token hashes.
+    pub api_token_salt: Option<crate::config::Secret>,
+}
+
 /// The live access state, shared with the handshake. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct AccessHandle {}
 
 impl AccessHandle {
+    /// A handle over a fixed snapshot (start-up load, tests).
+    pub fn from_snapshot(config: AccessConfig, snapshot: AccessSnapshot) -> Self {
+        let _ = (config, snapshot);
+        AccessHandle {}
+    }
+
     /// Authenticates a handshake: `token` from `auth.token`, `strategy` from `auth.strategy`.
     pub fn authenticate(
         &self,
