@@ -9,6 +9,7 @@
 //! receives an event (that is [`access`](crate::access)) and never talks to sockets.
 
 pub mod catalog;
+pub mod custom;
 
 mod action;
 mod model;
