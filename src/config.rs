@@ -558,9 +558,8 @@ fn split_ssl_params(url: &str) -> Result<(String, SslMode, Option<PathBuf>), Str
     let mut mode = SslMode::Prefer;
     let mut root = None;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, q),
-            None => return Ok((url.to_owned(), mode, root)),
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_owned(), mode, root));
         };
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -595,12 +594,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let (b'%', Some(b)) = (bytes[i], hex) {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -822,8 +823,12 @@ impl Config {
 }
 
 fn resolve_database(src: &Sources) -> Result<DatabaseConfig, ConfigError> {
-    if let Some((client, origin)) = src.var("DATABASE_CLIENT") {
-        if client != "postgres" && client != "postgresql" && client != "pg" {
+    if let Some((client, origin)) = src.var("DATABASE_CLIENT")
+        && client != "postgres"
+        && client != "postgresql"
+        && client != "pg"
+    {
+        {
             return Err(ConfigError::invalid(
                 origin,
                 format!(
@@ -883,10 +888,7 @@ fn resolve_database(src: &Sources) -> Result<DatabaseConfig, ConfigError> {
         }
     }
     if db.schema.is_empty() {
-        return Err(ConfigError::invalid(
-            "database.schema",
-            "must not be empty",
-        ));
+        return Err(ConfigError::invalid("database.schema", "must not be empty"));
     }
     Ok(db)
 }
@@ -989,7 +991,9 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
                     other => {
                         return Err(ConfigError::invalid(
                             "io.transports",
-                            format!("unknown transport {other:?}; use \"polling\" and/or \"websocket\""),
+                            format!(
+                                "unknown transport {other:?}; use \"polling\" and/or \"websocket\""
+                            ),
                         ));
                     }
                 });
@@ -1213,14 +1217,19 @@ fn resolve_events(raw: &[RawEvent]) -> Result<Vec<EventConfig>, ConfigError> {
                 ));
             }
         };
-        if matches!(handler, EventHandler::Relay { .. }) && matches!(name.as_str(), "connection" | "disconnect") {
+        if matches!(handler, EventHandler::Relay { .. })
+            && matches!(name.as_str(), "connection" | "disconnect")
+        {
             return Err(ConfigError::invalid(
                 &key,
                 "connection and disconnect take the \"log\" or \"webhook\" handler",
             ));
         }
         if e.rooms.is_some() && !matches!(handler, EventHandler::Relay { .. }) {
-            return Err(ConfigError::invalid(&key, "rooms applies to the relay handler only"));
+            return Err(ConfigError::invalid(
+                &key,
+                "rooms applies to the relay handler only",
+            ));
         }
         if (e.url.is_some() || e.timeout_ms.is_some())
             && !matches!(handler, EventHandler::Webhook { .. })

@@ -5,11 +5,11 @@
 
 use bytes::Bytes;
 
+use super::DecodeError;
 use super::message::{
     Column, LogicalEmit, LogicalMessage, OldRow, PgTimestamp, Relation, RelationId,
     ReplicaIdentity, RowOp, Tuple, Value,
 };
-use super::DecodeError;
 use crate::lsn::Lsn;
 
 /// Decodes one pgoutput message (the payload of one XLogData) of protocol version 1, the
@@ -45,7 +45,9 @@ pub fn decode(payload: &Bytes) -> Result<LogicalMessage, DecodeError> {
             r.expect(b'N')?;
             LogicalMessage::Row {
                 relation,
-                op: RowOp::Insert { new: tuple(&mut r)? },
+                op: RowOp::Insert {
+                    new: tuple(&mut r)?,
+                },
             }
         }
         b'U' => {

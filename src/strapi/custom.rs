@@ -51,7 +51,9 @@ pub enum CustomError {
     #[error("{0} must not be empty")]
     Empty(&'static str),
     /// `room` given to `emit`.
-    #[error("\"room\" applies to \"raw\" only; \"emit\" goes to the roles allowed to read the content type")]
+    #[error(
+        "\"room\" applies to \"raw\" only; \"emit\" goes to the roles allowed to read the content type"
+    )]
     RoomOnEmit,
     /// `data` could not be re-serialized.
     #[error("data: {0}")]
@@ -101,10 +103,10 @@ impl CustomMessage {
                     Some(RoomParam::One(r)) => Some(vec![r]),
                     Some(RoomParam::Many(list)) => Some(list),
                 };
-                if let Some(rooms) = &rooms {
-                    if rooms.is_empty() || rooms.iter().any(String::is_empty) {
-                        return Err(CustomError::Empty("\"room\""));
-                    }
+                if let Some(rooms) = &rooms
+                    && (rooms.is_empty() || rooms.iter().any(String::is_empty))
+                {
+                    return Err(CustomError::Empty("\"room\""));
                 }
                 Ok(CustomMessage::Raw { event, data, rooms })
             }
@@ -148,8 +150,14 @@ mod tests {
     #[test]
     fn raw_takes_one_room_a_list_or_none() {
         for (text, want) in [
-            (r#"{"raw":"e","data":1,"room":"Public"}"#, Some(vec!["Public"])),
-            (r#"{"raw":"e","data":1,"room":["a","b"]}"#, Some(vec!["a", "b"])),
+            (
+                r#"{"raw":"e","data":1,"room":"Public"}"#,
+                Some(vec!["Public"]),
+            ),
+            (
+                r#"{"raw":"e","data":1,"room":["a","b"]}"#,
+                Some(vec!["a", "b"]),
+            ),
             (r#"{"raw":"e","data":1}"#, None),
         ] {
             match parse(text) {
@@ -173,9 +181,18 @@ mod tests {
             (r#"{"raw":"e","extra":1}"#, "unknown field `extra`"),
             (r#"{"data":1}"#, "exactly one of"),
             (r#"{"emit":"a","raw":"b"}"#, "exactly one of"),
-            (r#"{"emit":"message.create"}"#, "content-type uid and an action"),
-            (r#"{"emit":"api::message"}"#, "content-type uid and an action"),
-            (r#"{"emit":"api::message.message.x","room":"r"}"#, "applies to \"raw\" only"),
+            (
+                r#"{"emit":"message.create"}"#,
+                "content-type uid and an action",
+            ),
+            (
+                r#"{"emit":"api::message"}"#,
+                "content-type uid and an action",
+            ),
+            (
+                r#"{"emit":"api::message.message.x","room":"r"}"#,
+                "applies to \"raw\" only",
+            ),
             (r#"{"raw":""}"#, "must not be empty"),
             (r#"{"raw":"e","room":[]}"#, "must not be empty"),
             (r#"{"raw":"e","room":5}"#, "did not match"),

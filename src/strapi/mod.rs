@@ -43,7 +43,11 @@ pub struct StrapiEvent {
 impl StrapiEvent {
     /// The Socket.IO event name: `<singularName>:<action>`, e.g. `message:create`.
     pub fn event_name(&self) -> String {
-        format!("{}:{}", self.content_type.singular_name, self.action.as_str())
+        format!(
+            "{}:{}",
+            self.content_type.singular_name,
+            self.action.as_str()
+        )
     }
 }
 
