@@ -288,7 +288,13 @@ impl RawConfig {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
+                .map(|span| {
+                    text.as_bytes()[..span.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                })
                 .unwrap_or(1);
             // The first line of toml's message repeats the position; keep the explanation.
             let message = e.message().trim().to_owned();
@@ -828,16 +834,14 @@ fn resolve_database(src: &Sources) -> Result<DatabaseConfig, ConfigError> {
         && client != "postgresql"
         && client != "pg"
     {
-        {
-            return Err(ConfigError::invalid(
-                origin,
-                format!(
-                    "this Strapi project uses {client:?}; strapi-io-bridge reads PostgreSQL's \
-                     logical replication, so the project must run on PostgreSQL \
-                     (DATABASE_CLIENT=postgres)"
-                ),
-            ));
-        }
+        return Err(ConfigError::invalid(
+            origin,
+            format!(
+                "this Strapi project uses {client:?}; strapi-io-bridge reads PostgreSQL's \
+                 logical replication, so the project must run on PostgreSQL \
+                 (DATABASE_CLIENT=postgres)"
+            ),
+        ));
     }
     let file_path = src.file_path.display().to_string();
     let mut db = if let Some(url) = &src.cli.database_url {

@@ -1,1 +1,385 @@
-//! Config parsing and precedence.
+//! Config parsing, validation and precedence.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)], origin: &str) -> EnvVars {
+    EnvVars::new(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+        origin,
+    )
+}
+
+fn sources(toml_text: &str) -> Sources {
+    Sources {
+        file: RawConfig::parse(toml_text, Path::new("config.toml"))
+            .unwrap_or_else(|e| panic!("sample should parse: {e}")),
+        file_path: PathBuf::from("config.toml"),
+        ..Sources::default()
+    }
+}
+
+fn resolve(src: &Sources) -> Config {
+    Config::resolve(src).unwrap_or_else(|e| panic!("should resolve: {e}"))
+}
+
+fn resolve_err(src: &Sources) -> String {
+    match Config::resolve(src) {
+        Ok(c) => panic!("should fail, resolved to {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_sample_config_parses_and_resolves() {
+    let text = include_str!("../../config.toml");
+    let cfg = resolve(&sources(text));
+    assert_eq!(cfg.database.slot, "strapi_io");
+    assert_eq!(cfg.database.publication, "strapi_io");
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:1338");
+    assert_eq!(cfg.io.path, "/socket.io");
+    assert_eq!(cfg.auth.permission_mode, PermissionMode::Read);
+    assert_eq!(cfg.auth.public_role_name, "Public");
+}
+
+#[test]
+fn an_empty_file_gives_the_documented_defaults() {
+    let cfg = resolve(&sources(""));
+    assert_eq!(
+        cfg.database.display_target(),
+        "strapi@127.0.0.1:5432/strapi"
+    );
+    assert_eq!(cfg.database.ssl_mode, SslMode::Prefer);
+    assert_eq!(cfg.io.ping_interval, Duration::from_millis(25_000));
+    assert_eq!(cfg.io.ping_timeout, Duration::from_millis(20_000));
+    assert_eq!(cfg.io.connect_timeout, Duration::from_millis(45_000));
+    assert_eq!(cfg.io.max_payload_bytes, 1_000_000);
+    assert_eq!(
+        cfg.io.transports,
+        vec![Transport::Polling, Transport::Websocket]
+    );
+    assert!(cfg.io.cors.is_none(), "no CORS unless configured");
+    assert_eq!(cfg.content_types, ContentTypesConfig::Unset);
+    assert_eq!(cfg.message_prefix, "strapi_io");
+    assert!(cfg.admin_token.is_none());
+    assert!(cfg.events.is_empty());
+}
+
+#[test]
+fn unknown_keys_name_the_key_and_the_line() {
+    let text = "[database]\nslot = \"s\"\nsloot = \"x\"\n";
+    let err = match RawConfig::parse(text, Path::new("c.toml")) {
+        Ok(_) => panic!("unknown key accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("c.toml, line 3"), "{err}");
+    assert!(err.contains("sloot"), "{err}");
+}
+
+#[test]
+fn wrong_types_name_the_key_and_the_line() {
+    let text = "[server]\nlisten = \"0.0.0.0:1\"\n\n[io]\nping_interval_ms = \"soon\"\n";
+    let err = match RawConfig::parse(text, Path::new("c.toml")) {
+        Ok(_) => panic!("wrong type accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("line 5"), "{err}");
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let mut src = sources(
+        "[database]\nurl = \"postgres://file:pw@filehost/filedb\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
+    );
+    assert_eq!(
+        resolve(&src).database.display_target(),
+        "file@filehost:5432/filedb"
+    );
+
+    src.strapi_env = Some(env(
+        &[("DATABASE_URL", "postgres://dotenv:pw@dotenvhost/dotenvdb")],
+        "strapi/.env",
+    ));
+    assert_eq!(
+        resolve(&src).database.display_target(),
+        "dotenv@dotenvhost:5432/dotenvdb"
+    );
+
+    src.env = env(
+        &[("DATABASE_URL", "postgres://env:pw@envhost:6543/envdb")],
+        "the environment",
+    );
+    let cfg = resolve(&src);
+    assert_eq!(cfg.database.display_target(), "env@envhost:6543/envdb");
+    assert!(cfg.database.url_origin.contains("the environment"));
+
+    src.cli.database_url = Some("postgres://cli:pw@clihost/clidb".to_owned());
+    src.cli.listen = Some("127.0.0.1:2".to_owned());
+    let cfg = resolve(&src);
+    assert_eq!(cfg.database.display_target(), "cli@clihost:5432/clidb");
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:2");
+}
+
+#[test]
+fn strapi_database_variables_build_the_url() {
+    let mut src = sources("");
+    src.strapi_env = Some(env(
+        &[
+            ("DATABASE_CLIENT", "postgres"),
+            ("DATABASE_HOST", "db.internal"),
+            ("DATABASE_PORT", "5433"),
+            ("DATABASE_NAME", "site"),
+            ("DATABASE_USERNAME", "site_user"),
+            ("DATABASE_PASSWORD", "p'w"),
+            ("DATABASE_SSL", "false"),
+            ("DATABASE_SCHEMA", "cms"),
+            ("JWT_SECRET", "jwt-from-dotenv"),
+            ("API_TOKEN_SALT", "salt-from-dotenv"),
+        ],
+        "/srv/site/.env",
+    ));
+    let cfg = resolve(&src);
+    assert_eq!(
+        cfg.database.display_target(),
+        "site_user@db.internal:5433/site"
+    );
+    assert_eq!(cfg.database.pg.get_password(), Some(&b"p'w"[..]));
+    assert_eq!(cfg.database.ssl_mode, SslMode::Disable);
+    assert_eq!(cfg.database.schema, "cms");
+    assert_eq!(
+        cfg.auth.jwt_secret.as_ref().map(Secret::expose),
+        Some("jwt-from-dotenv")
+    );
+    assert!(
+        cfg.auth
+            .jwt_secret_origin
+            .as_deref()
+            .is_some_and(|o| o.contains("/srv/site/.env"))
+    );
+    assert_eq!(
+        cfg.auth.api_token_salt.as_ref().map(Secret::expose),
+        Some("salt-from-dotenv")
+    );
+
+    // The process environment wins over .env, variable by variable.
+    src.env = env(
+        &[
+            ("DATABASE_HOST", "override"),
+            ("JWT_SECRET", "jwt-from-env"),
+        ],
+        "the environment",
+    );
+    let cfg = resolve(&src);
+    assert_eq!(
+        cfg.database.display_target(),
+        "site_user@override:5433/site"
+    );
+    assert_eq!(
+        cfg.auth.jwt_secret.as_ref().map(Secret::expose),
+        Some("jwt-from-env")
+    );
+}
+
+#[test]
+fn database_ssl_follows_strapi_reject_unauthorized() {
+    let mut src = sources("");
+    src.strapi_env = Some(env(
+        &[("DATABASE_HOST", "h"), ("DATABASE_SSL", "true")],
+        ".env",
+    ));
+    assert_eq!(resolve(&src).database.ssl_mode, SslMode::VerifyFull);
+    src.strapi_env = Some(env(
+        &[
+            ("DATABASE_HOST", "h"),
+            ("DATABASE_SSL", "true"),
+            ("DATABASE_SSL_REJECT_UNAUTHORIZED", "false"),
+        ],
+        ".env",
+    ));
+    assert_eq!(resolve(&src).database.ssl_mode, SslMode::Require);
+}
+
+#[test]
+fn a_non_postgres_strapi_project_is_a_clear_error() {
+    let mut src = sources("");
+    src.strapi_env = Some(env(&[("DATABASE_CLIENT", "sqlite")], "/srv/site/.env"));
+    let err = resolve_err(&src);
+    assert!(err.contains("DATABASE_CLIENT from /srv/site/.env"), "{err}");
+    assert!(err.contains("\"sqlite\""), "{err}");
+    assert!(err.contains("PostgreSQL"), "{err}");
+}
+
+#[test]
+fn sslmode_and_sslrootcert_are_read_from_the_url() {
+    let src = sources(
+        "[database]\nurl = \"postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x\"\n",
+    );
+    let cfg = resolve(&src);
+    assert_eq!(cfg.database.ssl_mode, SslMode::VerifyFull);
+    assert_eq!(
+        cfg.database.ssl_root_cert.as_deref(),
+        Some(Path::new("/etc/ca.pem"))
+    );
+    assert_eq!(cfg.database.pg.get_application_name(), Some("x"));
+
+    let bad = sources("[database]\nurl = \"postgres://u:p@h/db?sslmode=sometimes\"\n");
+    let err = resolve_err(&bad);
+    assert!(err.contains("sslmode"), "{err}");
+    assert!(!err.contains(":p@"), "password leaked: {err}");
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let mut src = sources(
+        "[database]\nurl = \"postgres://u:hunter2@h/db\"\n[auth]\njwt_secret = \"s3cr3t\"\n[admin]\ntoken = \"adm1n\"\n",
+    );
+    src.env = env(&[("API_TOKEN_SALT", "s4lt")], "the environment");
+    let cfg = resolve(&src);
+    let debug = format!("{cfg:?}");
+    for secret in ["hunter2", "s3cr3t", "adm1n", "s4lt"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert_eq!(
+        redact_url("postgres://u:hunter2@h/db"),
+        "postgres://u:***@h/db"
+    );
+}
+
+#[test]
+fn content_types_accept_star_a_table_or_the_flag() {
+    assert_eq!(
+        resolve(&sources("content_types = \"*\"\n")).content_types,
+        ContentTypesConfig::All
+    );
+    let cfg = resolve(&sources(
+        "[content_types]\nmessage = \"*\"\nchat = [\"create\"]\n\"api::homepage.homepage\" = [\"createOrUpdate\", \"publish\"]\n",
+    ));
+    assert_eq!(
+        cfg.content_types,
+        ContentTypesConfig::Some(vec![
+            (
+                "api::homepage.homepage".to_owned(),
+                ActionFilter::Only(vec!["createOrUpdate".to_owned(), "publish".to_owned()])
+            ),
+            (
+                "chat".to_owned(),
+                ActionFilter::Only(vec!["create".to_owned()])
+            ),
+            ("message".to_owned(), ActionFilter::All),
+        ])
+    );
+    let mut src = sources("[content_types]\nmessage = [\"create\"]\n");
+    src.cli.content_types = Some("message, chat".to_owned());
+    assert_eq!(
+        resolve(&src).content_types,
+        ContentTypesConfig::Some(vec![
+            ("message".to_owned(), ActionFilter::All),
+            ("chat".to_owned(), ActionFilter::All),
+        ])
+    );
+}
+
+#[test]
+fn unknown_actions_list_the_known_ones() {
+    let err = resolve_err(&sources("[content_types]\nchat = [\"created\"]\n"));
+    assert!(err.contains("content_types.chat"), "{err}");
+    assert!(err.contains("\"created\""), "{err}");
+    assert!(err.contains("createOrUpdate"), "{err}");
+}
+
+#[test]
+fn event_handlers_are_checked_at_start() {
+    let cfg = resolve(&sources(
+        "[[events]]\nname = \"connection\"\nhandler = \"log\"\n\n[[events]]\nname = \"chat:typing\"\nhandler = \"relay\"\nrooms = [\"Authenticated\"]\n\n[[events]]\nname = \"order:place\"\nhandler = \"webhook\"\nurl = \"http://127.0.0.1:1337/api/orders/socket\"\n",
+    ));
+    assert_eq!(cfg.events.len(), 3);
+    assert_eq!(
+        cfg.events[2].handler,
+        EventHandler::Webhook {
+            url: "http://127.0.0.1:1337/api/orders/socket".to_owned(),
+            timeout: Duration::from_millis(DEFAULT_WEBHOOK_TIMEOUT_MS)
+        }
+    );
+    for (text, needle) in [
+        (
+            "[[events]]\nname = \"x\"\nhandler = \"shout\"\n",
+            "unknown handler \"shout\"",
+        ),
+        (
+            "[[events]]\nname = \"x\"\nhandler = \"webhook\"\n",
+            "needs a url",
+        ),
+        ("[[events]]\nhandler = \"log\"\n", "events[0]: needs a name"),
+        (
+            "[[events]]\nname = \"x\"\n",
+            "events[0] (x): needs a handler",
+        ),
+        (
+            "[[events]]\nname = \"x\"\nhandler = \"log\"\nurl = \"http://a\"\n",
+            "webhook handler only",
+        ),
+    ] {
+        let err = resolve_err(&sources(text));
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn bad_values_say_what_is_expected() {
+    for (text, needle) in [
+        ("[server]\nlisten = \"1338\"\n", "server.listen"),
+        ("[io]\npath = \"socket.io\"\n", "must start with /"),
+        (
+            "[io]\ntransports = [\"carrier-pigeon\"]\n",
+            "unknown transport",
+        ),
+        ("[io]\nping_interval_ms = 0\n", "greater than 0"),
+        (
+            "[auth]\npermission_mode = \"write\"\n",
+            "\"read\" or \"action\"",
+        ),
+        ("[database]\nslot = \"Bad-Name\"\n", "database.slot"),
+        ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+        ("content_types = \"all\"\n", "content_types"),
+    ] {
+        let err = resolve_err(&sources(text));
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn cors_star_means_any_origin() {
+    let cfg = resolve(&sources("[io.cors]\norigin = \"*\"\n"));
+    let cors = cfg.io.cors.unwrap_or_else(|| panic!("cors configured"));
+    assert_eq!(cors.origins, None);
+    let cfg = resolve(&sources(
+        "[io.cors]\norigin = [\"http://localhost:5000\"]\nmethods = [\"GET\"]\ncredentials = true\n",
+    ));
+    assert_eq!(
+        cfg.io.cors,
+        Some(CorsConfig {
+            origins: Some(vec!["http://localhost:5000".to_owned()]),
+            methods: vec!["GET".to_owned()],
+            credentials: true
+        })
+    );
+}
+
+#[test]
+fn dotenv_parsing_follows_dotenv_rules() {
+    let vars = EnvVars::parse_dotenv(
+        "# comment\nHOST=0.0.0.0\nexport PORT=1337\nAPP_KEYS=\"a,b\"\nJWT_SECRET='x=y'\nEMPTY=\nTRAIL=v # note\n",
+        ".env",
+    );
+    assert_eq!(vars.get("HOST"), Some("0.0.0.0"));
+    assert_eq!(vars.get("PORT"), Some("1337"));
+    assert_eq!(vars.get("APP_KEYS"), Some("a,b"));
+    assert_eq!(vars.get("JWT_SECRET"), Some("x=y"));
+    assert_eq!(vars.get("EMPTY"), None);
+    assert_eq!(vars.get("TRAIL"), Some("v"));
+}
