@@ -92,3 +92,82 @@ pub enum Command {
     /// transaction after it is printed (for debugging a database).
     Tail,
 }
+
+/// Exit status when the configuration is wrong (nothing was started).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit status when the bridge stopped on an error, or `check` found one.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs the command; returns the process exit status.
+pub async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+
+    use anyhow::Context;
+
+    let common = cli.common.clone();
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Demo { interval, keep } = command {
+        return crate::demo::run(&common, interval, keep).await;
+    }
+    let (path, required) = common.config_path();
+    let cfg = match crate::config::Config::load(
+        &path,
+        required,
+        common.strapi_dir.as_deref(),
+        common.overrides(),
+    ) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match command {
+        Command::Run => {
+            let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+            let shutdown = crate::shutdown::on_signal();
+            crate::pipeline::run(cfg, listener, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let report = crate::check::check(&cfg).await;
+            println!("{report}");
+            Ok(if report.can_run() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            })
+        }
+        Command::Setup { print } => {
+            if print {
+                print!("{}", crate::check::setup_sql(&cfg));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let notices = crate::check::setup(&cfg).await?;
+            if notices.is_empty() {
+                println!(
+                    "publication {} and replica identities were already set up; nothing changed",
+                    cfg.database.publication
+                );
+            } else {
+                for n in notices {
+                    println!("{n}");
+                }
+            }
+            println!("next: strapi-io-bridge check");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail => {
+            let shutdown = crate::shutdown::on_signal();
+            crate::tail::run(cfg, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { .. } => unreachable_demo(),
+    }
+}
+
+fn unreachable_demo() -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("demo is handled before configuration is loaded")
+}

@@ -13,11 +13,14 @@
 //! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
 //! - [`io`]: the Socket.IO server, handshake and emit.
-//! - [`pipeline`]: wires the stages; [`config`], [`cli`] around them.
+//! - [`pipeline`]: wires the stages; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
+//!   around them.
 
 pub mod access;
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod io;
 pub mod lsn;
@@ -26,4 +29,6 @@ pub mod pg;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod replication;
+pub mod shutdown;
 pub mod strapi;
+pub mod tail;

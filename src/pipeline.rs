@@ -1,2 +1,269 @@
-//! Wires the stages together: replication → pgoutput → strapi → access → io, and the
-//! confirmed-position back-channel.
+//! Wires the stages together: the one place that knows every stage.
+//!
+//! ```text
+//! replication ──mpsc<Replicated>──▶ process: pgoutput::Decoder → strapi::Model → access::Access → io::Emitter
+//!      ▲                                                                                   │
+//!      └──────────────────── watch<Progress> (end LSN of transactions handed on) ◀─────────┘
+//! ```
+//!
+//! The replication client reads from PostgreSQL into a bounded channel (a slow emitter fills
+//! it, reading stops, PostgreSQL keeps the WAL). One task runs decode → model → authorize →
+//! emit for each message in stream order, so an access change applies before the next event,
+//! and reports back the end LSN of every transaction whose events were handed to Socket.IO:
+//! only that is confirmed to PostgreSQL. Shutdown stops reading first, lets this task drain the
+//! channel, then confirms and closes.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::access::{Access, AccessConfig, Outgoing};
+use crate::config::Config;
+use crate::health::Health;
+use crate::io::{self, Emitter, IoOptions};
+use crate::metrics::Metrics;
+use crate::pg;
+use crate::pgoutput::{Change, Decoder};
+use crate::replication::{self, Progress, Replicated};
+use crate::strapi::{CatalogHandle, Model, ModelConfig, ModelOutput};
+
+/// Batches of XLogData between the replication client and the processing task. Each batch is
+/// what one socket read held, so this bounds memory to a few MB while keeping the reader busy.
+const CHANNEL_BATCHES: usize = 64;
+
+/// How long shutdown waits for sockets to close before giving up on a graceful close.
+const SERVER_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the access stage needs from the whole configuration.
+pub fn access_config(cfg: &Config) -> AccessConfig {
+    AccessConfig {
+        public_role_name: cfg.auth.public_role_name.clone(),
+        permission_mode: cfg.auth.permission_mode,
+        jwt_secret: cfg.auth.jwt_secret.clone(),
+        api_token_salt: cfg.auth.api_token_salt.clone(),
+    }
+}
+
+/// What the model stage needs from the whole configuration.
+pub fn model_config(cfg: &Config) -> ModelConfig {
+    ModelConfig {
+        content_types: cfg.content_types.clone(),
+        message_prefix: cfg.message_prefix.clone(),
+        schema: cfg.database.schema.clone(),
+        publication: cfg.database.publication.clone(),
+    }
+}
+
+/// Runs the bridge until `shutdown` is cancelled (then drains and returns `Ok`) or a fatal
+/// error stops it. `listener` is bound by the caller so that tests can use port 0.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let health = Health::new();
+    let metrics = Metrics::new(health.clone());
+
+    let client = pg::connect(&cfg.database)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.database.display_target()))?;
+
+    let catalog = CatalogHandle::default();
+    let model = Model::load(&client, model_config(&cfg), catalog.clone())
+        .await
+        .context("loading Strapi's content types")?;
+    health.set_catalog_loaded(true);
+    let access = Access::load(&client, &cfg.database.schema, access_config(&cfg))
+        .await
+        .context("loading Strapi's roles, permissions, users and API tokens")?;
+    health.set_access_loaded(true);
+
+    let (router, emitter) = io::build(
+        IoOptions {
+            io: cfg.io.clone(),
+            events: cfg.events.clone(),
+            admin_token: cfg.admin_token.clone(),
+        },
+        access.handle(),
+        catalog,
+        health.clone(),
+        metrics,
+    );
+    let local = listener.local_addr().ok();
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = server_stop.clone();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    if let Some(addr) = local {
+        info!(%addr, path = %cfg.io.path, "Socket.IO listening");
+    }
+
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let replication = tokio::spawn(replication::run(
+        cfg.database.clone(),
+        tx,
+        progress_rx,
+        health.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut processor = Processor {
+        client,
+        db: cfg.database.clone(),
+        decoder: Decoder::new(),
+        model,
+        access,
+        emitter: emitter.clone(),
+        health: health.clone(),
+        progress: progress_tx,
+        state: Progress::default(),
+        access_changed: false,
+        outputs: Vec::new(),
+    };
+    let processed = processor.run(rx).await;
+
+    // The processing task ends when the replication client drops its sender: on shutdown, or
+    // after a fatal replication error.
+    let replicated = replication
+        .await
+        .context("replication task panicked")
+        .and_then(|r| r.map_err(anyhow::Error::from));
+
+    emitter.close().await;
+    server_stop.cancel();
+    match tokio::time::timeout(SERVER_SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error"),
+        Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
+        Err(_) => warn!("HTTP server did not stop within {SERVER_SHUTDOWN_GRACE:?}"),
+    }
+    processed?;
+    replicated
+}
+
+/// The processing task's state: one instance of each stage, run in stream order.
+struct Processor {
+    client: tokio_postgres::Client,
+    db: crate::config::DatabaseConfig,
+    decoder: Decoder,
+    model: Model,
+    access: Access,
+    emitter: Emitter,
+    health: Health,
+    progress: watch::Sender<Progress>,
+    state: Progress,
+    access_changed: bool,
+    outputs: Vec<ModelOutput>,
+}
+
+impl Processor {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Replicated>) -> anyhow::Result<()> {
+        while let Some(item) = rx.recv().await {
+            match item {
+                Replicated::Session { start } => {
+                    // A new session resends every transaction not yet confirmed; anything of an
+                    // unfinished transaction from the old one is void.
+                    info!(%start, "replication session started");
+                    self.decoder = Decoder::new();
+                    self.state.in_transaction = false;
+                }
+                Replicated::Data(batch) => {
+                    let count = batch.len() as u64;
+                    for xlog in batch {
+                        self.handle(xlog.payload, xlog.wal_start).await;
+                    }
+                    self.state.handed += count;
+                }
+            }
+            self.progress.send_replace(self.state);
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, payload: bytes::Bytes, lsn: crate::lsn::Lsn) {
+        let change = match self.decoder.decode(&payload) {
+            Ok(Some(change)) => change,
+            Ok(None) => return,
+            Err(e) => {
+                error!(%lsn, error = %e, "cannot decode a pgoutput message; skipping it");
+                return;
+            }
+        };
+        match &change {
+            Change::Begin { .. } => self.state.in_transaction = true,
+            Change::Commit { .. } => self.state.in_transaction = false,
+            _ => {}
+        }
+        self.ensure_client().await;
+        let mut outputs = std::mem::take(&mut self.outputs);
+        if let Err(e) = self.model.handle(&self.client, change, &mut outputs).await {
+            error!(%lsn, error = %e, "could not build events for a change; skipping it");
+        }
+        for output in outputs.drain(..) {
+            self.output(output).await;
+        }
+        self.outputs = outputs;
+    }
+
+    async fn output(&mut self, output: ModelOutput) {
+        match output {
+            ModelOutput::Access(change) => {
+                self.access.apply(change);
+                self.access_changed = true;
+            }
+            ModelOutput::Event(event) => {
+                self.flush_access_change().await;
+                if let Some(delivery) = self.access.authorize(event) {
+                    self.emitter.send(Outgoing::Deliver(delivery)).await;
+                }
+            }
+            ModelOutput::Raw(raw) => {
+                self.flush_access_change().await;
+                self.emitter.send(Outgoing::Raw(raw)).await;
+            }
+            ModelOutput::Commit {
+                end_lsn,
+                commit_time,
+            } => {
+                self.flush_access_change().await;
+                self.state.flushed = self.state.flushed.max(end_lsn);
+                self.health.set_last_commit(commit_time.unix_micros());
+            }
+        }
+    }
+
+    /// Sockets are re-checked once per run of access changes, before the next event goes out.
+    async fn flush_access_change(&mut self) {
+        if std::mem::take(&mut self.access_changed) {
+            self.emitter.send(Outgoing::AccessChanged).await;
+        }
+    }
+
+    /// Reconnects the SQL connection the model uses for rare re-reads, if it dropped.
+    async fn ensure_client(&mut self) {
+        let mut delay = Duration::from_millis(100);
+        while self.client.is_closed() {
+            match pg::connect(&self.db).await {
+                Ok(client) => {
+                    info!("SQL connection re-established");
+                    self.client = client;
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?delay, "SQL connection lost; reconnecting");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
