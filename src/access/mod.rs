@@ -1,15 +1,68 @@
 //! Access: who may read what, kept current from the replication stream.
 //!
 //! Receives the model's outputs in stream order. [`AccessChange`]s update an in-memory copy of
-//! Strapi's roles, permissions, users and API tokens (loaded once at start); each
-//! [`StrapiEvent`] is turned into a [`Delivery`] naming the rooms whose role may read it, with no
-//! database query on that path. Because changes and events share one ordered stream, an event
-//! committed after a permission was revoked never reaches that role. The same state answers the
-//! Socket.IO handshake through the cheap-to-clone [`AccessHandle`]. It never talks to sockets.
+//! Strapi's roles, permissions, users and API tokens (loaded once at start by
+//! [`Access::load`]); each [`StrapiEvent`] is turned into a [`Delivery`] naming the rooms whose
+//! role may read it, with no database query on that path. Because changes and events share
+//! one ordered stream, an event committed after a permission was revoked never reaches that
+//! role. The same state answers the Socket.IO handshake through the cheap-to-clone
+//! [`AccessHandle`]. It never talks to sockets and never writes to the database.
+//!
+//! # Rooms
+//!
+//! - A role's room is its `up_roles.name`, exactly (case and spaces kept), as the plugin
+//!   does. A user's socket joins its role's room.
+//! - Sockets without a token join the configured public role name (`Public` by default);
+//!   the public role's events go to the room of its *name*, so the two only meet while the
+//!   names agree ([`AccessHandle::role_names`] lets `check` compare them).
+//! - Each API token has a room of its own, `api-token:<strapi_api_tokens.id>`: tokens are not
+//!   roles, and two tokens of the same name may read different things.
+//!
+//! # Who receives an event of content type `U`
+//!
+//! - [`PermissionMode::Read`] (default): roles holding `U.find` or `U.findOne`, for every
+//!   action (custom actions included).
+//! - [`PermissionMode::Action`] (the plugin's rule): roles holding
+//!   `U.<`[`Action::plugin_permission`]`>` (publish and createOrUpdate need `update`,
+//!   unpublish needs `delete`, a custom action needs itself).
+//! - API tokens: `full-access` always; `read-only` always under Read, and under Action only
+//!   when the needed action is `find` or `findOne`; `custom` by its own permissions, with
+//!   the same rule as roles; a token past its `expires_at` receives nothing.
+//!
+//! # Authentication
+//!
+//! No token or `""`: the public role. A token is taken as an API token when `auth.strategy`
+//! is `"apiToken"` or the token is not three base64url segments; otherwise as a
+//! users-permissions JWT: HS256, HS384 or HS512 keyed with the UTF-8 bytes of `JWT_SECRET`
+//! (`alg: none` and asymmetric algorithms refused), `exp` enforced without leeway, a numeric
+//! `id` required. The checks after that are Strapi's: the user must exist ("Invalid token."),
+//! be confirmed while email confirmation is on and not be blocked ("Invalid credentials"),
+//! and have a role ("Invalid credentials"); an API token must be known ("Invalid token.") and
+//! not expired ("Token expired"). Tokens and secrets are never logged (token ids and names
+//! are).
+//!
+//! [`PermissionMode::Read`]: crate::config::PermissionMode::Read
+//! [`PermissionMode::Action`]: crate::config::PermissionMode::Action
 
-use std::sync::Arc;
+mod api_token;
+mod jwt;
+mod load;
+mod state;
+mod tables;
+mod text;
 
-use crate::strapi::{Action, Payload, RawEmit};
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tracing::debug;
+
+use crate::strapi::{AccessChange, Action, Payload, RawEmit, StrapiEvent};
+
+pub use load::AccessError;
+
+use state::State;
 
 /// A Socket.IO room: a role's name (`Public`, `Authenticated`), an API token's room, or a
 /// socket id.
@@ -119,6 +172,18 @@ pub enum TokenKind {
     Custom,
 }
 
+impl TokenKind {
+    /// The kind named by a `strapi_api_tokens.type` value.
+    pub fn from_type(text: &str) -> Option<TokenKind> {
+        match text {
+            "read-only" => Some(TokenKind::ReadOnly),
+            "full-access" => Some(TokenKind::FullAccess),
+            "custom" => Some(TokenKind::Custom),
+            _ => None,
+        }
+    }
+}
+
 /// A Strapi API token (`strapi_api_tokens`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiToken {
@@ -166,41 +231,222 @@ pub struct AccessConfig {
     pub api_token_salt: Option<crate::config::Secret>,
 }
 
-/// The live access state, shared with the handshake. Cheap to clone.
+impl AccessConfig {
+    /// What access needs from the `[auth]` section.
+    pub fn from_auth(auth: &crate::config::AuthConfig) -> AccessConfig {
+        AccessConfig {
+            public_role_name: auth.public_role_name.clone(),
+            permission_mode: auth.permission_mode,
+            jwt_secret: auth.jwt_secret.clone(),
+            api_token_salt: auth.api_token_salt.clone(),
+        }
+    }
+}
+
+/// The live access state, shared with the handshake. Cheap to clone: every clone sees the
+/// same state. A default handle has nothing loaded and refuses every handshake with
+/// [`AuthError::NotReady`].
 #[derive(Debug, Clone, Default)]
-pub struct AccessHandle {}
+pub struct AccessHandle {
+    state: Arc<RwLock<State>>,
+}
 
 impl AccessHandle {
-    /// A handle over a fixed snapshot (start-up load, tests).
+    /// A handle over a fixed snapshot (start-up load, tests). Permission rows and link rows
+    /// have no ids in a snapshot; they are numbered 1, 2, … in the snapshot's order (role
+    /// permission *n* is `up_permissions` id *n*, linked by `up_permissions_role_links` id
+    /// *n*; user-role link *n* is `up_users_role_links` id *n*; token permission *n* is
+    /// `strapi_api_token_permissions` id *n*, linked by link id *n*), so later row changes
+    /// can name them.
     pub fn from_snapshot(config: AccessConfig, snapshot: AccessSnapshot) -> Self {
-        let _ = (config, snapshot);
-        AccessHandle {}
+        AccessHandle::with_state(State::from_snapshot(
+            config,
+            snapshot,
+            state::system_clock(),
+        ))
+    }
+
+    /// [`from_snapshot`](Self::from_snapshot) with a fixed clock (Unix microseconds).
+    #[cfg(test)]
+    pub(crate) fn from_snapshot_at(
+        config: AccessConfig,
+        snapshot: AccessSnapshot,
+        clock: state::Clock,
+    ) -> Self {
+        AccessHandle::with_state(State::from_snapshot(config, snapshot, clock))
+    }
+
+    fn with_state(state: State) -> Self {
+        AccessHandle {
+            state: Arc::new(RwLock::new(state)),
+        }
+    }
+
+    /// The state, for reading. A panic elsewhere while holding the lock cannot leave the
+    /// maps half-updated in a way that matters more than refusing service, so poisoning is
+    /// ignored.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Authenticates a handshake: `token` from `auth.token`, `strategy` from `auth.strategy`.
+    /// The error's `Display` is the client's `connect_error` message.
     pub fn authenticate(
         &self,
         token: Option<&str>,
         strategy: Option<&str>,
     ) -> Result<Principal, AuthError> {
-        let _ = (token, strategy);
-        Err(AuthError::NotReady)
+        self.read().authenticate(token, strategy)
     }
 
-    /// Re-evaluates a connected socket's identity after an access change.
+    /// Re-evaluates a connected socket's identity after an access change: a deleted or
+    /// blocked user, or a deleted or expired token, is an error (disconnect it); a user whose
+    /// role changed gets its new room.
     pub fn refresh(&self, identity: &Identity) -> Result<Principal, AuthError> {
-        let _ = identity;
-        Err(AuthError::NotReady)
+        self.read().refresh(identity)
     }
 
-    /// Rooms allowed to receive `action` events of content type `uid`.
+    /// Rooms allowed to receive `action` events of content type `uid` (roles by id, then
+    /// tokens by id). Cached per `(uid, action)` until the next access change or token expiry.
     pub fn rooms_for(&self, uid: &str, action: &Action) -> Arc<[RoomName]> {
-        let _ = (uid, action);
-        Arc::from(Vec::new())
+        self.read().rooms_for(uid, action)
     }
 
     /// Whether roles and permissions have been loaded.
     pub fn is_loaded(&self) -> bool {
-        false
+        self.read().is_loaded()
+    }
+
+    /// Names of the roles that have one, by role id: the rooms role events can go to
+    /// (`check` compares them with the public role name).
+    pub fn role_names(&self) -> Vec<String> {
+        self.read().role_names()
+    }
+
+    /// The room sockets without a token join.
+    pub fn public_role_name(&self) -> String {
+        self.read().public_role_name().to_owned()
+    }
+
+    /// The current tables as a snapshot, every list sorted by id (for `check` and tests).
+    /// Tokens of a type this version does not know are left out.
+    pub fn snapshot(&self) -> AccessSnapshot {
+        self.read().snapshot()
+    }
+}
+
+/// The access stage: keeps the state current from the stream and decides each event's rooms.
+#[derive(Debug)]
+pub struct Access {
+    handle: AccessHandle,
+}
+
+impl Access {
+    /// Loads roles, permissions, users and API tokens from `schema`, plus the
+    /// users-permissions `email_confirmation` setting, in one read-only transaction. Missing
+    /// tables (a Strapi without API tokens) are read as empty, with a warning.
+    pub async fn load(
+        client: &tokio_postgres::Client,
+        schema: &str,
+        cfg: AccessConfig,
+    ) -> Result<Access, AccessError> {
+        let tables = load::load_tables(client, schema).await?;
+        Ok(Access::with_state(State::new(
+            cfg,
+            tables,
+            state::system_clock(),
+        )))
+    }
+
+    /// The stage over a snapshot instead of the database (tests of later stages); see
+    /// [`AccessHandle::from_snapshot`] for the ids it gives rows.
+    pub fn from_snapshot(cfg: AccessConfig, snapshot: AccessSnapshot) -> Access {
+        Access {
+            handle: AccessHandle::from_snapshot(cfg, snapshot),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_snapshot_at(
+        cfg: AccessConfig,
+        snapshot: AccessSnapshot,
+        clock: state::Clock,
+    ) -> Access {
+        Access {
+            handle: AccessHandle::from_snapshot_at(cfg, snapshot, clock),
+        }
+    }
+
+    fn with_state(state: State) -> Access {
+        Access {
+            handle: AccessHandle::with_state(state),
+        }
+    }
+
+    /// A handle on the same state, for the handshake and the HTTP emit API.
+    pub fn handle(&self) -> AccessHandle {
+        self.handle.clone()
+    }
+
+    /// Applies one access change. Rows are matched by `id` (an UPDATE carries the whole new
+    /// row; a DELETE may carry only the id); a TRUNCATE empties that table; unreadable
+    /// values are logged and read as unknown. Clears the rooms cache.
+    pub fn apply(&mut self, change: AccessChange) {
+        let mut state = self.handle.write();
+        match change {
+            AccessChange::Row {
+                table,
+                relation,
+                op,
+            } => {
+                debug!(table = table.table_name(), "access change");
+                state.apply_row(table, &relation, &op);
+            }
+            AccessChange::Truncate(table) => state.truncate(table),
+            AccessChange::AdvancedSettings(value) => match email_confirmation_setting(&value) {
+                Some(on) => state.set_email_confirmation(on),
+                None => debug!("users-permissions advanced settings without email_confirmation"),
+            },
+        }
+    }
+
+    /// The rooms that may read `event`, from memory; `None` when no room may.
+    pub fn authorize(&mut self, event: StrapiEvent) -> Option<Delivery> {
+        let rooms = self
+            .handle
+            .rooms_for(&event.content_type.uid, &event.action);
+        if rooms.is_empty() {
+            debug!(
+                uid = %event.content_type.uid,
+                action = %event.action,
+                "no room may read this event"
+            );
+            return None;
+        }
+        Some(Delivery {
+            event: event.event_name(),
+            rooms,
+            payload: event.payload,
+        })
+    }
+}
+
+/// `email_confirmation` from the users-permissions advanced settings: the parsed object, or
+/// the core store's JSON text of it. `None` when absent or not a boolean.
+fn email_confirmation_setting(value: &serde_json::Value) -> Option<bool> {
+    match value {
+        serde_json::Value::String(text) => {
+            email_confirmation_setting(&serde_json::from_str(text).ok()?)
+        }
+        serde_json::Value::Object(map) => match map.get("email_confirmation")? {
+            serde_json::Value::Bool(on) => Some(*on),
+            serde_json::Value::Null => Some(false),
+            _ => None,
+        },
+        _ => None,
     }
 }
