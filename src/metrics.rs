@@ -1,1 +1,325 @@
 //! Prometheus metrics served at `/metrics`.
+//!
+//! Counters are bumped where the occurrence happens (the emitter, the handshake, the webhook
+//! handler); gauges that describe a state (sockets per room, replication lag, the confirmed
+//! position) are computed when `/metrics` is scraped, from [`Health`] and the live sockets, so
+//! they are never stale. Metric family names are the constants below; Prometheus counters are
+//! exposed with a `_total` suffix.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::health::Health;
+
+/// Gauge: sockets connected to the default namespace.
+pub const SOCKETS_CONNECTED: &str = "strapi_io_sockets_connected";
+/// Gauge, label `room`: sockets in each role or token room (socket-id rooms left out).
+pub const ROOM_SOCKETS: &str = "strapi_io_room_sockets";
+/// Counter, labels `content_type` (singularName) and `action`: content-type events emitted
+/// (once per event, however many rooms and sockets it reached).
+pub const EVENTS_EMITTED: &str = "strapi_io_events_emitted";
+/// Counter: custom `raw` messages emitted.
+pub const RAW_EMITTED: &str = "strapi_io_raw_emitted";
+/// Counter: messages a socket missed because its send buffer was full (one per socket and
+/// message).
+pub const EVENTS_DROPPED: &str = "strapi_io_events_dropped";
+/// Counter, label `reason`: handshakes refused.
+pub const CONNECTIONS_REFUSED: &str = "strapi_io_connections_refused";
+/// Counter, label `event`: webhook calls that failed (non-2xx, timeout, unreachable, bad JSON).
+pub const WEBHOOK_FAILURES: &str = "strapi_io_webhook_failures";
+/// Gauge: bytes of WAL between the server's position and the confirmed position.
+pub const REPLICATION_LAG_BYTES: &str = "strapi_io_replication_lag_bytes";
+/// Gauge: seconds since the commit time of the last transaction handed on (0 before the first).
+pub const REPLICATION_LAG_SECONDS: &str = "strapi_io_replication_lag_seconds";
+/// Gauge: the last position confirmed to PostgreSQL, as a number.
+pub const CONFIRMED_LSN: &str = "strapi_io_confirmed_lsn";
+/// Gauge: the server's latest WAL position seen, as a number.
+pub const SERVER_LSN: &str = "strapi_io_server_lsn";
+/// Gauge: 1 when streaming with catalog and access loaded, else 0.
+pub const READY: &str = "strapi_io_ready";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    content_type: String,
+    action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RoomLabels {
+    room: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WebhookLabels {
+    event: String,
+}
+
+struct Inner {
+    registry: Registry,
+    sockets_connected: Gauge,
+    room_sockets: Family<RoomLabels, Gauge>,
+    events_emitted: Family<EventLabels, Counter>,
+    raw_emitted: Counter,
+    events_dropped: Counter,
+    connections_refused: Family<ReasonLabels, Counter>,
+    webhook_failures: Family<WebhookLabels, Counter>,
+    lag_bytes: Gauge,
+    lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    confirmed_lsn: Gauge,
+    server_lsn: Gauge,
+    ready: Gauge,
+    /// Serializes scrapes: the per-room family is cleared and refilled on each one.
+    scrape: Mutex<()>,
+}
+
+/// The bridge's metrics: a registry and its families. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered and zeroed.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let sockets_connected = Gauge::default();
+        let room_sockets = Family::<RoomLabels, Gauge>::default();
+        let events_emitted = Family::<EventLabels, Counter>::default();
+        let raw_emitted = Counter::default();
+        let events_dropped = Counter::default();
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        let webhook_failures = Family::<WebhookLabels, Counter>::default();
+        let lag_bytes = Gauge::default();
+        let lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let confirmed_lsn = Gauge::default();
+        let server_lsn = Gauge::default();
+        let ready = Gauge::default();
+        registry.register(
+            SOCKETS_CONNECTED,
+            "Sockets connected to the default namespace",
+            sockets_connected.clone(),
+        );
+        registry.register(
+            ROOM_SOCKETS,
+            "Sockets in each role or API-token room",
+            room_sockets.clone(),
+        );
+        registry.register(
+            EVENTS_EMITTED,
+            "Content-type events emitted, by content type and action",
+            events_emitted.clone(),
+        );
+        registry.register(
+            RAW_EMITTED,
+            "Custom raw messages emitted",
+            raw_emitted.clone(),
+        );
+        registry.register(
+            EVENTS_DROPPED,
+            "Messages a socket missed because its send buffer was full",
+            events_dropped.clone(),
+        );
+        registry.register(
+            CONNECTIONS_REFUSED,
+            "Socket.IO handshakes refused, by reason",
+            connections_refused.clone(),
+        );
+        registry.register(
+            WEBHOOK_FAILURES,
+            "Webhook calls that failed, by event",
+            webhook_failures.clone(),
+        );
+        registry.register(
+            REPLICATION_LAG_BYTES,
+            "WAL bytes between the server's position and the confirmed position",
+            lag_bytes.clone(),
+        );
+        registry.register(
+            REPLICATION_LAG_SECONDS,
+            "Seconds since the commit time of the last transaction handed on",
+            lag_seconds.clone(),
+        );
+        registry.register(
+            CONFIRMED_LSN,
+            "Last WAL position confirmed to PostgreSQL",
+            confirmed_lsn.clone(),
+        );
+        registry.register(
+            SERVER_LSN,
+            "Latest WAL position reported by the server",
+            server_lsn.clone(),
+        );
+        registry.register(
+            READY,
+            "1 when streaming with catalog and access loaded",
+            ready.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            sockets_connected,
+            room_sockets,
+            events_emitted,
+            raw_emitted,
+            events_dropped,
+            connections_refused,
+            webhook_failures,
+            lag_bytes,
+            lag_seconds,
+            confirmed_lsn,
+            server_lsn,
+            ready,
+            scrape: Mutex::new(()),
+        }))
+    }
+
+    /// One content-type event went out.
+    pub fn event_emitted(&self, content_type: &str, action: &str) {
+        self.0
+            .events_emitted
+            .get_or_create(&EventLabels {
+                content_type: content_type.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One custom `raw` message went out.
+    pub fn raw_emitted(&self) {
+        self.0.raw_emitted.inc();
+    }
+
+    /// `sockets` sockets missed a message because their send buffer was full.
+    pub fn events_dropped(&self, sockets: u64) {
+        self.0.events_dropped.inc_by(sockets);
+    }
+
+    /// A handshake was refused; `reason` is a short fixed word (`invalid_token`).
+    pub fn connection_refused(&self, reason: &str) {
+        self.0
+            .connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A webhook call for `event` failed.
+    pub fn webhook_failed(&self, event: &str) {
+        self.0
+            .webhook_failures
+            .get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Prometheus text exposition: the counters as they are, the gauges set from `health`, the
+    /// number of `connected` sockets and the socket count of each room in `rooms`.
+    pub fn render(
+        &self,
+        health: &Health,
+        connected: usize,
+        rooms: impl IntoIterator<Item = (String, usize)>,
+    ) -> Result<String, fmt::Error> {
+        let inner = &self.0;
+        let _scrape = match inner.scrape.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inner
+            .sockets_connected
+            .set(saturating_i64(connected as u64));
+        inner.room_sockets.clear();
+        for (room, count) in rooms {
+            inner
+                .room_sockets
+                .get_or_create(&RoomLabels { room })
+                .set(saturating_i64(count as u64));
+        }
+        inner.lag_bytes.set(saturating_i64(health.lag_bytes()));
+        inner.lag_seconds.set(lag_seconds(health));
+        inner
+            .confirmed_lsn
+            .set(saturating_i64(health.confirmed_lsn().0));
+        inner.server_lsn.set(saturating_i64(health.server_lsn().0));
+        inner.ready.set(i64::from(health.is_ready()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &inner.registry)?;
+        Ok(out)
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Now minus the last commit time, in seconds; 0 before the first commit or if the clock is
+/// behind the database's.
+fn lag_seconds(health: &Health) -> f64 {
+    let last = health.last_commit_unix_micros();
+    if last <= 0 {
+        return 0.0;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    (now.saturating_sub(last).max(0) as f64) / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::Lsn;
+
+    #[test]
+    fn render_shows_every_family_with_current_values() {
+        let m = Metrics::new();
+        let health = Health::new();
+        health.set_server_lsn(Lsn(0x1_0000_0400));
+        health.set_confirmed_lsn(Lsn(0x1_0000_0000));
+        m.event_emitted("message", "create");
+        m.event_emitted("message", "create");
+        m.events_dropped(3);
+        let text = m
+            .render(&health, 2, [("Public".to_owned(), 2)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        for needle in [
+            "strapi_io_sockets_connected 2",
+            "strapi_io_room_sockets{room=\"Public\"} 2",
+            "strapi_io_events_emitted_total{content_type=\"message\",action=\"create\"} 2",
+            "strapi_io_events_dropped_total 3",
+            "strapi_io_replication_lag_bytes 1024",
+            "strapi_io_confirmed_lsn 4294967296",
+            "strapi_io_replication_lag_seconds 0",
+            "strapi_io_ready 0",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+        }
+        // A room that emptied disappears on the next scrape.
+        let text = m.render(&health, 0, []).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains("room=\"Public\""), "{text}");
+    }
+}

@@ -1,1 +1,111 @@
-//! The Socket.IO server: handshake, role rooms, emit.
+//! The Socket.IO stage: server, handshake, role rooms, emit, and the HTTP side routes.
+//!
+//! Receives [`Outgoing`] messages from the access stage, in stream order, through
+//! [`Emitter::send`]: a [`Delivery`](crate::access::Delivery) becomes one Socket.IO emit to all
+//! of its rooms (the payload serialized once), a custom `raw` goes to its rooms or socket ids
+//! or to everyone, and an access change re-checks every connected socket. It serves, on one
+//! [`axum::Router`]: the Socket.IO endpoint (handshake on the default namespace `/`: the
+//! client's `auth.token` and `auth.strategy` are checked by [`AccessHandle::authenticate`] and
+//! the socket joins the rooms of its role or token), `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`, and, when an admin token is configured, `POST /io/emit` and `POST /io/raw`.
+//! `[[events]]` handlers (log, relay, webhook) run on client events.
+//!
+//! It never decides who may read what (that is [`access`](crate::access)), never builds
+//! payloads (that is [`strapi`](crate::strapi)), and never blocks the pipeline on a slow
+//! socket: each socket has a bounded send buffer, and a message that does not fit is dropped
+//! for that socket and counted.
+
+mod emit;
+mod events;
+mod handshake;
+mod http_api;
+mod server;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+
+use crate::access::{AccessHandle, Outgoing};
+use crate::config::{EventConfig, IoConfig, Secret};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::strapi::CatalogHandle;
+
+pub use server::build;
+
+/// What the Socket.IO stage needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct IoOptions {
+    /// `[io]`: path, ping, timeouts, payload limit, transports, CORS.
+    pub io: IoConfig,
+    /// `[[events]]`: handlers for connection, disconnect and client events.
+    pub events: Vec<EventConfig>,
+    /// Bearer token of `POST /io/emit` and `POST /io/raw`; `None` turns both routes off.
+    pub admin_token: Option<Secret>,
+}
+
+/// State shared by the handshake, the handlers, the routes and the emitter.
+struct Shared {
+    access: AccessHandle,
+    catalog: CatalogHandle,
+    health: Health,
+    metrics: Metrics,
+    events: events::EventHandlers,
+    /// Bumped before every access re-check, so a handshake that raced one re-checks itself.
+    access_epoch: AtomicU64,
+}
+
+/// Hands messages to Socket.IO. Holds the `SocketIo` handle (never a socket), so it is cheap
+/// to clone and can live in any task.
+pub struct Emitter<A: Adapter = LocalAdapter> {
+    io: SocketIo<A>,
+    shared: Arc<Shared>,
+}
+
+impl<A: Adapter> Clone for Emitter<A> {
+    fn clone(&self) -> Self {
+        Emitter {
+            io: self.io.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<A: Adapter> std::fmt::Debug for Emitter<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("connected", &self.connected())
+            .finish()
+    }
+}
+
+impl<A: Adapter> Emitter<A> {
+    /// Hands one message to Socket.IO. Returns once every target socket's buffer has it (or
+    /// has refused it); it never waits for a client.
+    pub async fn send(&self, out: Outgoing) {
+        match out {
+            Outgoing::Deliver(delivery) => self.deliver(&delivery).await,
+            Outgoing::Raw(raw) => self.raw(&raw).await,
+            Outgoing::AccessChanged => self.access_changed(),
+        }
+    }
+
+    /// Closes every socket's transport (their `disconnect` handlers run) and ends pending
+    /// long-poll requests, so that a graceful HTTP shutdown does not wait for clients; clients
+    /// see a transport close and reconnect, to the next instance. Afterwards emits do nothing
+    /// and handshakes are refused. Call it when shutting down, before or together with the
+    /// server's shutdown signal.
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+
+    /// Sockets connected to the default namespace on this node.
+    pub fn connected(&self) -> usize {
+        self.io.of("/").map_or(0, |op| op.sockets().len())
+    }
+}

@@ -1,0 +1,195 @@
+//! The router: Socket.IO configured from `[io]`, the probes, `/metrics`, and the HTTP emit API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tracing::{error, warn};
+
+use super::handshake::{self, Session};
+use super::http_api::{self, AdminToken, ApiState};
+use super::{Emitter, IoOptions, Shared, events::EventHandlers};
+use crate::access::AccessHandle;
+use crate::config::{CorsConfig, IoConfig, Transport};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::strapi::CatalogHandle;
+
+/// Packets a socket may have waiting to be written before new messages are dropped for it.
+/// Deliveries share one serialized buffer, so a full queue costs little memory; 1024 lets a
+/// client fall a long burst behind (a bulk import) before it misses anything, while a socket
+/// that stopped reading cannot hold the emitter back.
+pub const MAX_BUFFERED_PACKETS: usize = 1024;
+
+/// The content type of the OpenMetrics text that `prometheus-client` writes.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Builds the Socket.IO server and the HTTP routes on one router, and the [`Emitter`] the
+/// pipeline hands messages to. Serve the router with `axum::serve(..)`.
+pub fn build(
+    opts: IoOptions,
+    access: AccessHandle,
+    catalog: CatalogHandle,
+    health: Health,
+    metrics: Metrics,
+) -> (Router, Emitter) {
+    let shared = Arc::new(Shared {
+        access,
+        catalog,
+        health,
+        metrics,
+        events: EventHandlers::new(&opts.events),
+        access_epoch: AtomicU64::new(0),
+    });
+    let (svc, io) = configure(&opts.io).build_svc();
+    register(&io, &shared);
+    let emitter = Emitter { io, shared };
+
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(emitter.clone());
+    if let Some(token) = &opts.admin_token {
+        let api = Router::new()
+            .route("/io/emit", post(http_api::emit))
+            .route("/io/raw", post(http_api::raw))
+            .with_state(ApiState {
+                emitter: emitter.clone(),
+                token: AdminToken::new(token),
+            });
+        router = router.merge(api);
+    }
+    // Socket.IO answers everything the routes above do not; CORS, when configured, applies to
+    // it alone, as socket.io's own `cors` option does.
+    let mut socket_io = Router::new().fallback_service(svc);
+    if let Some(cors) = &opts.io.cors {
+        socket_io = socket_io.layer(cors_layer(cors));
+    }
+    (router.fallback_service(socket_io), emitter)
+}
+
+fn configure(io: &IoConfig) -> SocketIoBuilder {
+    let builder = SocketIo::builder()
+        .req_path(io.path.clone())
+        .ping_interval(io.ping_interval)
+        .ping_timeout(io.ping_timeout)
+        .connect_timeout(io.connect_timeout)
+        .max_payload(io.max_payload_bytes)
+        .max_buffer_size(MAX_BUFFERED_PACKETS);
+    let polling = io.transports.contains(&Transport::Polling);
+    let websocket = io.transports.contains(&Transport::Websocket);
+    match (polling, websocket) {
+        (true, false) => builder.transports([TransportType::Polling]),
+        (false, true) => builder.transports([TransportType::Websocket]),
+        _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
+    }
+}
+
+/// The default namespace: the handshake as a connect middleware, then the connect handler.
+fn register(io: &SocketIo, shared: &Arc<Shared>) {
+    let for_middleware = shared.clone();
+    let middleware = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| async move {
+        handshake::authenticate(&for_middleware, &s, auth.as_ref().ok())
+    };
+    let for_handler = shared.clone();
+    let on_connect = move |s: SocketRef| async move { handshake::connected(&for_handler, s) };
+    io.ns("/", on_connect.with(middleware));
+}
+
+fn cors_layer(cors: &CorsConfig) -> CorsLayer {
+    let methods: Vec<Method> = cors
+        .methods
+        .iter()
+        .filter_map(|m| match Method::from_bytes(m.as_bytes()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                warn!(method = %m, "io.cors.methods: not an HTTP method; ignored");
+                None
+            }
+        })
+        .collect();
+    let origin = match &cors.origins {
+        // `*` cannot be combined with credentials; reflecting the origin is what browsers
+        // accept and what the `cors` package does with `origin: true`.
+        None if cors.credentials => AllowOrigin::mirror_request(),
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| {
+            HeaderValue::from_str(o)
+                .inspect_err(|_| warn!(origin = %o, "io.cors.origin: not a valid origin; ignored"))
+                .ok()
+        })),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods(methods)
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(cors.credentials)
+}
+
+/// `GET /healthz`: the process runs.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 when streaming with catalog and access loaded, else 503 saying what is
+/// missing.
+async fn readyz(State(emitter): State<Emitter>) -> Response {
+    let health = &emitter.shared.health;
+    if health.is_ready() {
+        return (StatusCode::OK, Json(json!({ "ready": true }))).into_response();
+    }
+    let mut waiting = Vec::new();
+    if !health.is_streaming() {
+        waiting.push("replication stream");
+    }
+    if !health.is_catalog_loaded() {
+        waiting.push("content-type catalog");
+    }
+    if !health.is_access_loaded() {
+        waiting.push("roles and permissions");
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "ready": false, "waiting_for": waiting })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text, gauges computed now.
+async fn metrics_text(State(emitter): State<Emitter>) -> Response {
+    let mut connected = 0;
+    let mut rooms: BTreeMap<String, usize> = BTreeMap::new();
+    if let Some(op) = emitter.io.of("/") {
+        for socket in op.sockets() {
+            connected += 1;
+            if let Some(session) = socket.extensions.get::<Session>() {
+                for room in &session.principal.rooms {
+                    *rooms.entry(room.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+    match emitter
+        .shared
+        .metrics
+        .render(&emitter.shared.health, connected, rooms)
+    {
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            error!(error = %e, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
