@@ -3,9 +3,55 @@
 //! Source: the `strapi_content_types_schema` row of `strapi_core_store_settings`, which Strapi
 //! rewrites on every boot. It holds, per uid, the table (`collectionName`), kind, names,
 //! draft & publish and i18n flags, and every attribute with its type and `private` flag.
+//! Components are not in it (and never needed: their rows live in their own tables).
+//!
+//! Parsing is forgiving: a content type that lacks a field the bridge needs is left out with a
+//! warning, an attribute without a type likewise; only text that is not a JSON object of content
+//! types is an error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+
+pub use super::naming::snake_case;
+
+/// The core-store key of the content-type schema.
+pub const SCHEMA_KEY: &str = "strapi_content_types_schema";
+
+/// The table Strapi keeps its key/value settings in.
+pub const CORE_STORE_TABLE: &str = "strapi_core_store_settings";
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The schema row is not JSON.
+    #[error("the {SCHEMA_KEY} value is not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The schema row is JSON but not an object of content types.
+    #[error("the {SCHEMA_KEY} value is not a JSON object of content types (it is {0})")]
+    Shape(&'static str),
+    /// Reading the row failed.
+    #[error("reading {SCHEMA_KEY} from {table}: {}", pg_detail(.source))]
+    Db {
+        /// The table read (schema-qualified).
+        table: String,
+        /// The database error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl CatalogError {
+    /// A database error that reconnecting may cure (connection lost); the others are about
+    /// the data and will not change by retrying.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CatalogError::Db { source, .. } => source.is_closed() || source.code().is_none(),
+            _ => false,
+        }
+    }
+}
 
 /// Collection or single type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +85,10 @@ pub enum AttributeType {
     Date,
     /// `time`: as Strapi returns it.
     Time,
-    /// `datetime`, `timestamp`: ISO-8601 UTC with milliseconds.
+    /// `datetime`: ISO-8601 UTC with milliseconds.
     DateTime,
+    /// `timestamp`: milliseconds since 1970 as a string (Strapi formats it with date-fns `'T'`).
+    Timestamp,
     /// `relation`, `media`, `component`, `dynamiczone`: no column of their own; not emitted.
     NotScalar,
     /// Anything else (custom fields of unknown base type): emitted by its PostgreSQL type.
@@ -82,8 +130,53 @@ pub struct ContentType {
     pub attributes: Vec<Attribute>,
 }
 
+impl AttributeType {
+    /// The type of a schema `"type"` value.
+    pub fn from_schema(name: &str) -> AttributeType {
+        match name {
+            "string" | "text" | "richtext" | "email" | "uid" | "enumeration" => {
+                AttributeType::String
+            }
+            "password" => AttributeType::Password,
+            "integer" => AttributeType::Integer,
+            "biginteger" => AttributeType::BigInteger,
+            "float" => AttributeType::Float,
+            "decimal" => AttributeType::Decimal,
+            "boolean" => AttributeType::Boolean,
+            "json" | "blocks" => AttributeType::Json,
+            "date" => AttributeType::Date,
+            "time" => AttributeType::Time,
+            "datetime" => AttributeType::DateTime,
+            "timestamp" => AttributeType::Timestamp,
+            "relation" | "media" | "component" | "dynamiczone" => AttributeType::NotScalar,
+            other => AttributeType::Other(other.to_owned()),
+        }
+    }
+}
+
+impl Attribute {
+    /// Whether clients may see it: Strapi's content-API sanitizer removes `private` attributes
+    /// and every `password`.
+    pub fn is_public(&self) -> bool {
+        !self.private && self.kind != AttributeType::Password
+    }
+}
+
+impl ContentType {
+    /// The attribute named `name`.
+    pub fn attribute(&self, name: &str) -> Option<&Attribute> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+
+    /// An `api::` content type (one the site's developers defined), as opposed to Strapi's own
+    /// `plugin::` and `admin::` types.
+    pub fn is_api(&self) -> bool {
+        self.uid.starts_with("api::")
+    }
+}
+
 /// Every content type, by table and by uid.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     by_uid: HashMap<String, Arc<ContentType>>,
     by_table: HashMap<String, Arc<ContentType>>,
@@ -91,10 +184,24 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A catalog of these content types.
+    /// A catalog of these content types. Of two types claiming the same uid or table, the
+    /// first is kept and the other left out with a warning.
     pub fn new(types: Vec<ContentType>) -> Catalog {
         let mut catalog = Catalog::default();
         for ct in types {
+            if let Some(first) = catalog
+                .by_uid
+                .get(&ct.uid)
+                .or_else(|| catalog.by_table.get(&ct.table))
+            {
+                tracing::warn!(
+                    uid = %ct.uid,
+                    table = %ct.table,
+                    kept = %first.uid,
+                    "content type left out: its uid or table is already taken"
+                );
+                continue;
+            }
             let ct = Arc::new(ct);
             catalog.by_uid.insert(ct.uid.clone(), ct.clone());
             catalog.by_table.insert(ct.table.clone(), ct.clone());
@@ -130,6 +237,167 @@ impl Catalog {
     }
 }
 
+/// Parses the value of the `strapi_content_types_schema` core-store row.
+///
+/// Every content type (`api::`, `plugin::`, `admin::`) becomes a [`ContentType`]; attributes
+/// without a column of their own (relations, media, components, dynamic zones, and so
+/// `createdBy`/`updatedBy`, stored as `created_by_id`) are left out; the others keep their
+/// schema order. A content type missing `collectionName`, `kind`, `info.singularName`,
+/// `info.pluralName` or `attributes` is left out with a warning.
+pub fn parse_schema(json: &str) -> Result<Catalog, CatalogError> {
+    let value: Value = serde_json::from_str(json).map_err(CatalogError::Json)?;
+    let Value::Object(types) = value else {
+        return Err(CatalogError::Shape(json_kind(&value)));
+    };
+    let mut out = Vec::with_capacity(types.len());
+    for (uid, def) in &types {
+        match content_type(uid, def) {
+            Ok(ct) => out.push(ct),
+            Err(why) => tracing::warn!(%uid, "content type left out of the catalog: {why}"),
+        }
+    }
+    Ok(Catalog::new(out))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn content_type(uid: &str, def: &Value) -> Result<ContentType, String> {
+    let def = def
+        .as_object()
+        .ok_or_else(|| format!("its definition is {}, not an object", json_kind(def)))?;
+    let text = |obj: &Map<String, Value>, key: &str, path: &str| -> Result<String, String> {
+        match obj.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(other) => Err(format!("{path} is {}, not a name", json_kind(other))),
+            None => Err(format!("{path} is missing")),
+        }
+    };
+    let table = text(def, "collectionName", "collectionName")?;
+    let kind = match text(def, "kind", "kind")?.as_str() {
+        "collectionType" => Kind::Collection,
+        "singleType" => Kind::Single,
+        other => {
+            return Err(format!(
+                "kind {other:?} is neither collectionType nor singleType"
+            ));
+        }
+    };
+    let info = def
+        .get("info")
+        .and_then(Value::as_object)
+        .ok_or("info is missing")?;
+    let singular_name = text(info, "singularName", "info.singularName")?;
+    let plural_name = text(info, "pluralName", "info.pluralName")?;
+    let flag = |path: &[&str]| {
+        let mut v = Some(def.get(path[0]));
+        for key in &path[1..] {
+            v = v.map(|v| v.and_then(|v| v.get(*key)));
+        }
+        v.flatten().and_then(Value::as_bool).unwrap_or(false)
+    };
+    let draft_and_publish = flag(&["options", "draftAndPublish"]);
+    let localized = flag(&["pluginOptions", "i18n", "localized"]);
+    let attrs = def
+        .get("attributes")
+        .and_then(Value::as_object)
+        .ok_or("attributes is missing")?;
+    let mut attributes = Vec::with_capacity(attrs.len());
+    for (name, a) in attrs {
+        let Some(type_name) = a.get("type").and_then(Value::as_str) else {
+            tracing::warn!(%uid, attribute = %name, "attribute without a type left out");
+            continue;
+        };
+        let kind = AttributeType::from_schema(type_name);
+        if kind == AttributeType::NotScalar {
+            continue;
+        }
+        attributes.push(Attribute {
+            column: snake_case(name),
+            name: name.clone(),
+            kind,
+            private: a.get("private").and_then(Value::as_bool).unwrap_or(false),
+        });
+    }
+    Ok(ContentType {
+        uid: uid.to_owned(),
+        table,
+        kind,
+        singular_name,
+        plural_name,
+        draft_and_publish,
+        localized,
+        attributes,
+    })
+}
+
+/// A PostgreSQL error with the server's SQLSTATE and message (tokio-postgres's own `Display`
+/// says only "db error").
+pub(crate) fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// `"schema"."table"`, each part quoted as an SQL identifier.
+pub(crate) fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// An SQL identifier in double quotes, inner quotes doubled.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Reads the catalog from `<schema>.strapi_core_store_settings`.
+///
+/// No row (or no table) means Strapi has never booted on this database: the catalog is empty
+/// and a warning says so; the model picks the schema up when Strapi writes it.
+pub async fn load_catalog(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<Catalog, CatalogError> {
+    let table = qualified(schema, CORE_STORE_TABLE);
+    let sql = format!("SELECT value FROM {table} WHERE key = $1 ORDER BY id LIMIT 1");
+    let rows = match client.query(&sql, &[&SCHEMA_KEY]).await {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            tracing::warn!(
+                %table,
+                "no {CORE_STORE_TABLE} table: no content types known; has Strapi booted on this database (and is database.schema right)?"
+            );
+            return Ok(Catalog::default());
+        }
+        Err(source) => return Err(CatalogError::Db { table, source }),
+    };
+    let value: Option<String> = match rows.first() {
+        Some(row) => row.try_get(0).map_err(|source| CatalogError::Db {
+            table: table.clone(),
+            source,
+        })?,
+        None => None,
+    };
+    let Some(value) = value else {
+        tracing::warn!(
+            %table,
+            "no {SCHEMA_KEY} row: no content types known; has Strapi booted on this database?"
+        );
+        return Ok(Catalog::default());
+    };
+    let catalog = parse_schema(&value)?;
+    tracing::info!(content_types = catalog.len(), "content-type catalog loaded");
+    Ok(catalog)
+}
+
 /// The live catalog, shared between the model (which replaces it on reload) and readers such
 /// as the HTTP emit API. Cheap to clone; the lock is never held across an `.await`.
 #[derive(Debug, Clone, Default)]
@@ -156,5 +424,249 @@ impl CatalogHandle {
             Ok(mut guard) => *guard = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERENCE_SCHEMA: &str =
+        include_str!("../../tests/fixtures/strapi4-content-types-schema.json");
+
+    fn reference() -> Catalog {
+        parse_schema(REFERENCE_SCHEMA).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ct<'a>(c: &'a Catalog, uid: &str) -> &'a ContentType {
+        c.by_uid(uid).unwrap_or_else(|| panic!("no {uid}"))
+    }
+
+    fn columns(ct: &ContentType) -> Vec<(&str, &str)> {
+        ct.attributes
+            .iter()
+            .map(|a| (a.name.as_str(), a.column.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_every_content_type_of_the_recorded_schema() {
+        let c = reference();
+        assert_eq!(c.len(), 19);
+        let uids: Vec<&str> = c.content_types().map(|ct| ct.uid.as_str()).collect();
+        assert_eq!(uids.first(), Some(&"admin::api-token"));
+        assert!(uids.contains(&"plugin::users-permissions.user"));
+        assert!(uids.windows(2).all(|w| w[0] < w[1]), "ordered by uid");
+
+        let message = ct(&c, "api::message.message");
+        assert_eq!(message.table, "messages");
+        assert_eq!(message.kind, Kind::Collection);
+        assert_eq!(
+            (message.singular_name.as_str(), message.plural_name.as_str()),
+            ("message", "messages")
+        );
+        assert!(message.draft_and_publish && !message.localized);
+        // Schema order; relations (chat, watchChats, author, createdBy, updatedBy), media
+        // (image, gallery) and the component (seo) have no column and are left out.
+        assert_eq!(
+            columns(message),
+            [
+                ("text", "text"),
+                ("secret", "secret"),
+                ("likes", "likes"),
+                ("score", "score"),
+                ("meta", "meta"),
+                ("flag", "flag"),
+                ("when", "when"),
+                ("day", "day"),
+                ("big", "big"),
+                ("rich", "rich"),
+                ("mood", "mood"),
+                ("displayTitle", "display_title"),
+                ("body", "body"),
+                ("ratio", "ratio"),
+                ("at", "at"),
+                ("slug", "slug"),
+                ("contact", "contact"),
+                ("blocks", "blocks"),
+                ("createdAt", "created_at"),
+                ("updatedAt", "updated_at"),
+                ("publishedAt", "published_at"),
+            ]
+        );
+        let kinds: Vec<&AttributeType> = message.attributes.iter().map(|a| &a.kind).collect();
+        use AttributeType as T;
+        assert_eq!(
+            kinds,
+            [
+                &T::String,
+                &T::String,
+                &T::Integer,
+                &T::Decimal,
+                &T::Json,
+                &T::Boolean,
+                &T::DateTime,
+                &T::Date,
+                &T::BigInteger,
+                &T::String,
+                &T::String,
+                &T::String,
+                &T::String,
+                &T::Float,
+                &T::Time,
+                &T::String,
+                &T::String,
+                &T::Json,
+                &T::DateTime,
+                &T::DateTime,
+                &T::DateTime,
+            ]
+        );
+        let private: Vec<&str> = message
+            .attributes
+            .iter()
+            .filter(|a| !a.is_public())
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(private, ["secret"]);
+
+        let article = ct(&c, "api::article.article");
+        assert_eq!(article.table, "legacy_articles");
+        assert_eq!(article.plural_name, "articles");
+        assert!(article.localized && !article.draft_and_publish);
+        assert_eq!(
+            columns(article),
+            [
+                ("title", "title"),
+                ("headlineText", "headline_text"),
+                ("createdAt", "created_at"),
+                ("updatedAt", "updated_at"),
+                ("locale", "locale"),
+            ]
+        );
+        assert_eq!(
+            c.by_table("legacy_articles").map(|t| t.uid.as_str()),
+            Some("api::article.article")
+        );
+        assert!(c.by_table("articles").is_none());
+
+        let homepage = ct(&c, "api::homepage.homepage");
+        assert_eq!(homepage.kind, Kind::Single);
+        assert!(homepage.draft_and_publish);
+        let chat = ct(&c, "api::chat.chat");
+        assert!(!chat.draft_and_publish);
+        assert_eq!(
+            columns(chat),
+            [
+                ("name", "name"),
+                ("createdAt", "created_at"),
+                ("updatedAt", "updated_at")
+            ]
+        );
+
+        let user = ct(&c, "plugin::users-permissions.user");
+        assert_eq!(user.table, "up_users");
+        let hidden: Vec<&str> = user
+            .attributes
+            .iter()
+            .filter(|a| !a.is_public())
+            .map(|a| a.column.as_str())
+            .collect();
+        assert_eq!(
+            hidden,
+            ["password", "reset_password_token", "confirmation_token"]
+        );
+        assert_eq!(
+            user.attribute("password").map(|a| &a.kind),
+            Some(&AttributeType::Password)
+        );
+        let token = ct(&c, "admin::api-token");
+        assert_eq!(
+            token.attribute("accessKey").map(|a| a.column.as_str()),
+            Some("access_key")
+        );
+        assert_eq!(
+            token.attribute("lifespan").map(|a| &a.kind),
+            Some(&AttributeType::BigInteger)
+        );
+        let file = ct(&c, "plugin::upload.file");
+        assert_eq!(
+            file.attribute("provider_metadata")
+                .map(|a| a.column.as_str()),
+            Some("provider_metadata")
+        );
+        assert_eq!(
+            file.attribute("previewUrl").map(|a| a.column.as_str()),
+            Some("preview_url")
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_an_object_of_content_types_is_an_error() {
+        assert!(matches!(parse_schema("{"), Err(CatalogError::Json(_))));
+        assert!(matches!(parse_schema(""), Err(CatalogError::Json(_))));
+        assert!(matches!(
+            parse_schema("[]"),
+            Err(CatalogError::Shape("an array"))
+        ));
+        assert!(matches!(
+            parse_schema("null"),
+            Err(CatalogError::Shape("null"))
+        ));
+        assert!(parse_schema("{}").is_ok_and(|c| c.is_empty()));
+    }
+
+    #[test]
+    fn incomplete_content_types_and_attributes_are_left_out() {
+        let json = r#"{
+          "api::ok.ok": {"kind":"collectionType","collectionName":"oks",
+            "info":{"singularName":"ok","pluralName":"oks"},
+            "attributes":{"title":{"type":"string"},"broken":{"private":true},"n":{"type":5},
+                          "color":{"type":"customThing"},"when":{"type":"timestamp"}}},
+          "api::no-table.no-table": {"kind":"collectionType",
+            "info":{"singularName":"no-table","pluralName":"no-tables"},"attributes":{}},
+          "api::bad-kind.bad-kind": {"kind":"component","collectionName":"x",
+            "info":{"singularName":"x","pluralName":"xs"},"attributes":{}},
+          "api::no-info.no-info": {"kind":"singleType","collectionName":"y","attributes":{}},
+          "api::no-attrs.no-attrs": {"kind":"singleType","collectionName":"z",
+            "info":{"singularName":"z","pluralName":"zs"},"attributes":[]},
+          "api::empty-name.empty-name": {"kind":"singleType","collectionName":"",
+            "info":{"singularName":"e","pluralName":"es"},"attributes":{}},
+          "api::not-object.not-object": 7,
+          "api::twin.twin": {"kind":"collectionType","collectionName":"oks",
+            "info":{"singularName":"twin","pluralName":"twins"},"attributes":{}}
+        }"#;
+        let c = parse_schema(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.len(), 1, "{c:?}");
+        let ok = ct(&c, "api::ok.ok");
+        assert!(!ok.draft_and_publish && !ok.localized);
+        let attrs: Vec<(&str, &AttributeType)> = ok
+            .attributes
+            .iter()
+            .map(|a| (a.name.as_str(), &a.kind))
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                ("title", &AttributeType::String),
+                ("color", &AttributeType::Other("customThing".to_owned())),
+                ("when", &AttributeType::Timestamp),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_handle_shares_replacements() {
+        let handle = CatalogHandle::default();
+        let reader = handle.clone();
+        assert!(reader.current().is_empty());
+        handle.replace(reference());
+        assert_eq!(reader.current().len(), 19);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(qualified("public", "when"), "\"public\".\"when\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

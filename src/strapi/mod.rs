@@ -12,14 +12,17 @@ pub mod catalog;
 pub mod custom;
 
 mod action;
+mod filter;
+mod format;
 mod model;
+mod naming;
 mod payload;
 
 use std::sync::Arc;
 
 pub use action::Action;
-pub use catalog::{Catalog, CatalogHandle, ContentType, Kind};
-pub use model::{Model, ModelError};
+pub use catalog::{Catalog, CatalogError, CatalogHandle, ContentType, Kind};
+pub use model::{Model, ModelConfig, ModelError};
 pub use payload::{Payload, PayloadError};
 
 use crate::lsn::Lsn;

@@ -1,0 +1,164 @@
+//! `content_types` resolved against the catalog: which (content type, action) pairs produce
+//! events.
+//!
+//! Keys are uids (`api::message.message`, `plugin::users-permissions.user`) or singularNames
+//! (`message`). A singularName is looked up among the site's `api::` types first (the plugin's
+//! `contentTypes` keys were API names, which only `api::` types have), then among all types;
+//! two matches at the same step make the key ambiguous, and the uid must be written instead.
+//! `"*"` selects every `api::` type: Strapi's own `plugin::` and `admin::` types (users, API
+//! tokens, admin users, files) only emit when named by uid.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::config::{ActionFilter, ContentTypesConfig};
+
+use super::Action;
+use super::catalog::{Catalog, ContentType};
+
+/// Actions as a bit set, bit `i` = `Action::DATA[i]`.
+type ActionSet = u8;
+
+const ALL_ACTIONS: ActionSet = (1 << Action::DATA.len()) - 1;
+
+fn bit(action: &Action) -> ActionSet {
+    Action::DATA
+        .iter()
+        .position(|a| a == action)
+        .map_or(0, |i| 1 << i)
+}
+
+/// Which events go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Filter {
+    /// `content_types` not set: no data events (as the plugin without configuration).
+    Nothing,
+    /// `"*"`: every action of every `api::` type.
+    AllApi,
+    /// Per uid, the actions that go out.
+    Some(HashMap<String, ActionSet>),
+}
+
+impl Filter {
+    /// Whether `action` on `ct` produces an event. Custom actions are never filtered here.
+    pub(crate) fn wants(&self, ct: &ContentType, action: &Action) -> bool {
+        match self {
+            Filter::Nothing => false,
+            Filter::AllApi => ct.is_api(),
+            Filter::Some(map) => map.get(&ct.uid).is_some_and(|set| set & bit(action) != 0),
+        }
+    }
+
+    /// Whether any action of `ct` produces events (its table must be in the publication).
+    pub(crate) fn selects(&self, ct: &ContentType) -> bool {
+        match self {
+            Filter::Nothing => false,
+            Filter::AllApi => ct.is_api(),
+            Filter::Some(map) => map.contains_key(&ct.uid),
+        }
+    }
+}
+
+/// A `content_types` key that names no content type, or more than one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyProblem {
+    /// No content type has this uid or singularName.
+    Unknown(String),
+    /// Several content types have this singularName.
+    Ambiguous(String, Vec<String>),
+}
+
+/// Resolves `cfg` against `catalog`. Keys that resolve are in the filter; the others are
+/// returned for the caller to refuse (at start) or warn about (after a reload).
+pub(crate) fn resolve(cfg: &ContentTypesConfig, catalog: &Catalog) -> (Filter, Vec<KeyProblem>) {
+    let entries = match cfg {
+        ContentTypesConfig::Unset => return (Filter::Nothing, Vec::new()),
+        ContentTypesConfig::All => return (Filter::AllApi, Vec::new()),
+        ContentTypesConfig::Some(entries) => entries,
+    };
+    let mut map: HashMap<String, ActionSet> = HashMap::new();
+    let mut problems = Vec::new();
+    for (key, actions) in entries {
+        let set = match actions {
+            ActionFilter::All => ALL_ACTIONS,
+            ActionFilter::Only(list) => list
+                .iter()
+                .map(|name| bit(&Action::from_name(name)))
+                .fold(0, |acc, b| acc | b),
+        };
+        match lookup(key, catalog) {
+            Ok(uid) => *map.entry(uid).or_default() |= set,
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (Filter::Some(map), problems)
+}
+
+fn lookup(key: &str, catalog: &Catalog) -> Result<String, KeyProblem> {
+    if let Some(ct) = catalog.by_uid(key) {
+        return Ok(ct.uid.clone());
+    }
+    let named = |api_only: bool| -> Vec<String> {
+        catalog
+            .content_types()
+            .filter(|ct| ct.singular_name == key && (!api_only || ct.is_api()))
+            .map(|ct| ct.uid.clone())
+            .collect()
+    };
+    for api_only in [true, false] {
+        let mut found = named(api_only);
+        match found.len() {
+            0 => continue,
+            1 => return Ok(found.remove(0)),
+            _ => return Err(KeyProblem::Ambiguous(key.to_owned(), found)),
+        }
+    }
+    Err(KeyProblem::Unknown(key.to_owned()))
+}
+
+/// One sentence per problem, then the keys that would work.
+pub(crate) fn describe(problems: &[KeyProblem], catalog: &Catalog) -> String {
+    let mut out = String::new();
+    for p in problems {
+        match p {
+            KeyProblem::Unknown(key) => {
+                let _ = write!(out, "content_types key {key:?} names no content type; ");
+            }
+            KeyProblem::Ambiguous(key, uids) => {
+                let _ = write!(
+                    out,
+                    "content_types key {key:?} is the singularName of {}; write the uid instead; ",
+                    uids.join(" and ")
+                );
+            }
+        }
+    }
+    out.push_str(&known_keys(catalog));
+    out
+}
+
+/// `known content types: message (api::message.message), ...`.
+pub(crate) fn known_keys(catalog: &Catalog) -> String {
+    if catalog.is_empty() {
+        return "no content types are known (has Strapi booted on this database?)".to_owned();
+    }
+    let api: Vec<String> = catalog
+        .content_types()
+        .filter(|ct| ct.is_api())
+        .map(|ct| format!("{} ({})", ct.singular_name, ct.uid))
+        .collect();
+    let others: Vec<&str> = catalog
+        .content_types()
+        .filter(|ct| !ct.is_api())
+        .map(|ct| ct.uid.as_str())
+        .collect();
+    format!(
+        "known content types: {}; Strapi's own, by uid: {}",
+        if api.is_empty() {
+            "(none)".to_owned()
+        } else {
+            api.join(", ")
+        },
+        others.join(", ")
+    )
+}
