@@ -162,3 +162,29 @@ pub(crate) fn known_keys(catalog: &Catalog) -> String {
         others.join(", ")
     )
 }
+
+/// `content_types` resolved against a catalog, for reports such as `check`.
+#[derive(Debug, Clone)]
+pub struct ContentTypeFilter(Filter);
+
+impl ContentTypeFilter {
+    /// Resolves the configuration; an unknown or ambiguous key is an error that lists the
+    /// known keys.
+    pub fn resolve(catalog: &Catalog, cfg: &ContentTypesConfig) -> Result<Self, String> {
+        let (filter, problems) = resolve(cfg, catalog);
+        if problems.is_empty() {
+            Ok(ContentTypeFilter(filter))
+        } else {
+            Err(describe(&problems, catalog))
+        }
+    }
+
+    /// The data actions of `ct` that produce events.
+    pub fn actions_for(&self, ct: &ContentType) -> Vec<String> {
+        Action::DATA
+            .iter()
+            .filter(|a| self.0.wants(ct, a))
+            .map(|a| a.as_str().to_owned())
+            .collect()
+    }
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 pub use action::Action;
 pub use catalog::{Catalog, CatalogError, CatalogHandle, ContentType, Kind};
+pub use filter::ContentTypeFilter;
 pub use model::{Model, ModelConfig, ModelError};
 pub use payload::{Payload, PayloadError};
 
