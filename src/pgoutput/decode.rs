@@ -52,6 +52,7 @@ pub fn decode(payload: &Bytes) -> Result<LogicalMessage, DecodeError> {
         }
         b'U' => {
             let relation = RelationId(r.u32()?);
+            let at = r.pos;
             let old = match r.u8()? {
                 b'K' => {
                     let old = Some(OldRow::Key(tuple(&mut r)?));
@@ -64,7 +65,9 @@ pub fn decode(payload: &Bytes) -> Result<LogicalMessage, DecodeError> {
                     old
                 }
                 b'N' => None,
-                other => return Err(r.invalid(format!("update tuple kind {:?}", other as char))),
+                other => {
+                    return Err(r.invalid_at(at, format!("update tuple kind {:?}", other as char)));
+                }
             };
             LogicalMessage::Row {
                 relation,
@@ -76,10 +79,13 @@ pub fn decode(payload: &Bytes) -> Result<LogicalMessage, DecodeError> {
         }
         b'D' => {
             let relation = RelationId(r.u32()?);
+            let at = r.pos;
             let old = match r.u8()? {
                 b'K' => OldRow::Key(tuple(&mut r)?),
                 b'O' => OldRow::Full(tuple(&mut r)?),
-                other => return Err(r.invalid(format!("delete tuple kind {:?}", other as char))),
+                other => {
+                    return Err(r.invalid_at(at, format!("delete tuple kind {:?}", other as char)));
+                }
             };
             LogicalMessage::Row {
                 relation,
@@ -90,9 +96,7 @@ pub fn decode(payload: &Bytes) -> Result<LogicalMessage, DecodeError> {
             let count = r.u32()?;
             let options = r.u8()?;
             // Each OID takes 4 bytes: refuse counts the payload cannot hold before allocating.
-            if (count as usize).saturating_mul(4) > r.remaining() {
-                return Err(r.invalid(format!("truncate of {count} relations")));
-            }
+            r.need((count as usize).saturating_mul(4))?;
             let mut relations = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 relations.push(RelationId(r.u32()?));
@@ -133,20 +137,23 @@ fn relation(r: &mut Reader<'_>) -> Result<Relation, DecodeError> {
     let id = RelationId(r.u32()?);
     let namespace = r.string()?;
     let name = r.string()?;
+    let at = r.pos;
     let replica_identity = match r.u8()? {
         b'd' => ReplicaIdentity::Default,
         b'n' => ReplicaIdentity::Nothing,
         b'f' => ReplicaIdentity::Full,
         b'i' => ReplicaIdentity::Index,
-        other => return Err(r.invalid(format!("replica identity {:?}", other as char))),
+        other => return Err(r.invalid_at(at, format!("replica identity {:?}", other as char))),
     };
+    let at = r.pos;
     let ncols = r.i16()?;
     if ncols < 0 {
-        return Err(r.invalid(format!("column count {ncols}")));
+        return Err(r.invalid_at(at, format!("column count {ncols}")));
     }
     // A column takes at least 10 bytes (flags, empty name, type, typmod).
     if (ncols as usize).saturating_mul(10) > r.remaining() {
-        return Err(r.invalid(format!("{ncols} columns in {} bytes", r.remaining())));
+        let what = format!("{ncols} columns in {} bytes", r.remaining());
+        return Err(r.invalid_at(at, what));
     }
     let mut columns = Vec::with_capacity(ncols as usize);
     for _ in 0..ncols {
@@ -168,16 +175,19 @@ fn relation(r: &mut Reader<'_>) -> Result<Relation, DecodeError> {
 }
 
 fn tuple(r: &mut Reader<'_>) -> Result<Tuple, DecodeError> {
+    let at = r.pos;
     let ncols = r.i16()?;
     if ncols < 0 {
-        return Err(r.invalid(format!("tuple column count {ncols}")));
+        return Err(r.invalid_at(at, format!("tuple column count {ncols}")));
     }
     // Each value takes at least its one kind byte.
     if ncols as usize > r.remaining() {
-        return Err(r.invalid(format!("{ncols} values in {} bytes", r.remaining())));
+        let what = format!("{ncols} values in {} bytes", r.remaining());
+        return Err(r.invalid_at(at, what));
     }
     let mut values = Vec::with_capacity(ncols as usize);
     for _ in 0..ncols {
+        let at = r.pos;
         let value = match r.u8()? {
             b'n' => Value::Null,
             b'u' => Value::UnchangedToast,
@@ -189,7 +199,7 @@ fn tuple(r: &mut Reader<'_>) -> Result<Tuple, DecodeError> {
                 let len = r.u32()? as usize;
                 Value::Binary(r.bytes(len)?)
             }
-            other => return Err(r.invalid(format!("value kind {:?}", other as char))),
+            other => return Err(r.invalid_at(at, format!("value kind {:?}", other as char))),
         };
         values.push(value);
     }
@@ -216,7 +226,8 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    /// Fails unless `n` more bytes are left.
+    fn need(&self, n: usize) -> Result<(), DecodeError> {
         if self.remaining() < n {
             return Err(DecodeError::Truncated {
                 tag: self.tag,
@@ -225,6 +236,11 @@ impl<'a> Reader<'a> {
                 len: self.buf.len(),
             });
         }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        self.need(n)?;
         let buf: &'a [u8] = self.buf;
         let out = &buf[self.pos..self.pos + n];
         self.pos += n;
@@ -262,15 +278,13 @@ impl<'a> Reader<'a> {
     }
 
     fn expect(&mut self, want: u8) -> Result<(), DecodeError> {
+        let at = self.pos;
         let got = self.u8()?;
         if got == want {
             Ok(())
         } else {
-            self.pos -= 1;
-            Err(self.invalid(format!(
-                "expected {:?}, found {:?}",
-                want as char, got as char
-            )))
+            let what = format!("expected {:?}, found {:?}", want as char, got as char);
+            Err(self.invalid_at(at, what))
         }
     }
 
@@ -293,10 +307,16 @@ impl<'a> Reader<'a> {
         Ok(self.buf.slice(start..start + n))
     }
 
+    /// A bad field at the current position.
     fn invalid(&self, what: String) -> DecodeError {
+        self.invalid_at(self.pos, what)
+    }
+
+    /// A bad field that starts at `offset`.
+    fn invalid_at(&self, offset: usize, what: String) -> DecodeError {
         DecodeError::Invalid {
             tag: self.tag,
-            offset: self.pos,
+            offset,
             what,
         }
     }

@@ -166,12 +166,20 @@ fn check_width(relation: &Relation, op: &RowOp) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Entry point for the fuzz target: decodes arbitrary bytes as one message, then feeds them to
-/// a [`Decoder`]. Must return (with any result) for every input.
+/// Entry point for the fuzz target: must return (with any result) for every input.
+///
+/// The bytes are decoded once as a single message, then read as a session: frames of a
+/// big-endian `u16` length and that many bytes (the last frame takes what is left), each fed to
+/// one [`Decoder`], so relation descriptions reach the rows that follow them.
 #[doc(hidden)]
 pub fn fuzz_one(data: &[u8]) {
-    let payload = Bytes::copy_from_slice(data);
-    let _ = decode(&payload);
+    let _ = decode(&Bytes::copy_from_slice(data));
     let mut decoder = Decoder::new();
-    let _ = decoder.decode(&payload);
+    let mut rest = data;
+    while let [hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (frame, next) = tail.split_at(len);
+        let _ = decoder.decode(&Bytes::copy_from_slice(frame));
+        rest = next;
+    }
 }
