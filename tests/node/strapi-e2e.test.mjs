@@ -1,0 +1,355 @@
+// End-to-end test: content changed through a real Strapi 4's REST API reaches socket.io clients of
+// strapi-io-bridge as `<singularName>:<action>` events whose payload equals what the same REST call
+// returned. Run by tests/e2e/run.sh, which provides:
+//
+//   STRAPI_URL          the running Strapi (app: tests/e2e/strapi)
+//   BRIDGE_URL          the running bridge; empty = only the Strapi fixture checks run
+//   E2E_FIXTURE_FILE    JSON written by the app's bootstrap (users, their ids and roles)
+//   E2E_JWT_SECRET      the app's JWT_SECRET, to sign tokens Strapi would not issue (expired,
+//                       for a blocked user)
+//   E2E_EVENT_TIMEOUT_MS  how long to wait for one event (default 15000)
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { io } from 'socket.io-client';
+
+const STRAPI_URL = mustEnv('STRAPI_URL').replace(/\/$/, '');
+const BRIDGE_URL = (process.env.BRIDGE_URL ?? '').replace(/\/$/, '');
+const FIXTURE = JSON.parse(readFileSync(mustEnv('E2E_FIXTURE_FILE'), 'utf8'));
+const JWT_SECRET = mustEnv('E2E_JWT_SECRET');
+const EVENT_TIMEOUT_MS = Number(process.env.E2E_EVENT_TIMEOUT_MS ?? 15000);
+const REQUEST_TIMEOUT_MS = 15000;
+
+function mustEnv(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set; run this test through tests/e2e/run.sh`);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strapi REST
+
+async function rest(method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(`${STRAPI_URL}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+  } catch (err) {
+    throw new Error(`${method} ${path}: request failed: ${err.message}`);
+  }
+  const text = await res.text();
+  let json;
+  try {
+    json = text === '' ? null : JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json };
+}
+
+async function expectStatus(status, method, path, opts) {
+  const res = await rest(method, path, opts);
+  assert.equal(res.status, status, `${method} ${path} as ${opts?.token ? 'a user' : 'Public'}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+// The role may do it: 200, or 404 when the entry does not exist (403 would mean no permission).
+async function expectAllowed(method, path, opts) {
+  const res = await rest(method, path, opts);
+  assert.ok([200, 404].includes(res.status), `${method} ${path} as ${opts?.token ? 'a user' : 'Public'}: expected 200 or 404, got ${res.status} ${JSON.stringify(res.body)}`);
+}
+
+// A successful write through REST: returns the response body `{data:{id,attributes}, meta:{}}`.
+async function write(method, path, token, body) {
+  const res = await expectStatus(200, method, path, { token, body });
+  assert.ok(res?.data?.id !== undefined && res.data.attributes, `${method} ${path}: unexpected body ${JSON.stringify(res)}`);
+  assert.deepEqual(res.meta, {}, `${method} ${path}: meta`);
+  return res;
+}
+
+async function login(identifier, password) {
+  const res = await rest('POST', '/api/auth/local', { body: { identifier, password } });
+  assert.equal(res.status, 200, `login ${identifier}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+// HS256 JWT as users-permissions signs it: the secret's UTF-8 bytes are the key.
+function signJwt(payload, secret = JWT_SECRET) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(payload)}`;
+  const signature = createHmac('sha256', Buffer.from(secret, 'utf8')).update(unsigned).digest('base64url');
+  return `${unsigned}.${signature}`;
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+// ---------------------------------------------------------------------------------------------
+// socket.io clients, made the way the plugin's README shows: io(url) or io(url, {auth: {token}})
+
+class Client {
+  constructor(name, token) {
+    this.name = name;
+    this.events = [];
+    this.waiter = null;
+    this.socket = token === undefined ? io(BRIDGE_URL) : io(BRIDGE_URL, { auth: { token } });
+    this.socket.onAny((event, ...args) => {
+      this.events.push({ event, args });
+      this.wake();
+    });
+    this.socket.on('disconnect', (reason) => {
+      this.disconnected = reason;
+      this.wake();
+    });
+  }
+
+  wake() {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  // Resolves on connect; rejects with the server's connect_error message.
+  connected(timeoutMs = EVENT_TIMEOUT_MS) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`${this.name}: not connected to ${BRIDGE_URL} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onConnect = () => {
+        cleanup();
+        resolve();
+      };
+      const onError = (err) => {
+        cleanup();
+        reject(Object.assign(new Error(`${this.name}: connect_error ${err.message}`), { serverMessage: err.message }));
+      };
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.socket.off('connect', onConnect);
+        this.socket.off('connect_error', onError);
+      };
+      if (this.socket.connected) return onConnect();
+      this.socket.on('connect', onConnect);
+      this.socket.on('connect_error', onError);
+    });
+  }
+
+  // The connect_error message the server answers the handshake with.
+  async refusal(timeoutMs = EVENT_TIMEOUT_MS) {
+    try {
+      await this.connected(timeoutMs);
+    } catch (err) {
+      if (err.serverMessage !== undefined) return err.serverMessage;
+      throw err;
+    }
+    throw new Error(`${this.name}: connected, but the handshake should have been refused`);
+  }
+
+  // The next event not yet taken, waiting up to timeoutMs for it.
+  async next(expecting, timeoutMs = EVENT_TIMEOUT_MS) {
+    const deadline = Date.now() + timeoutMs;
+    while (this.events.length === 0) {
+      if (this.disconnected) throw new Error(`${this.name}: disconnected (${this.disconnected}) while waiting for ${expecting}`);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`${this.name}: no event within ${timeoutMs} ms while waiting for ${expecting}`);
+      }
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    return this.events.shift();
+  }
+
+  close() {
+    this.socket.close();
+  }
+}
+
+// Takes the client's next event and checks its name and payload.
+async function expectEvent(client, event, payload, after) {
+  const got = await client.next(`${event} after ${after}`);
+  assert.equal(got.event, event, `${client.name} after ${after}: expected event ${event}, got ${got.event} ${JSON.stringify(got.args)}`);
+  assert.equal(got.args.length, 1, `${client.name} ${event} after ${after}: expected one argument, got ${got.args.length}`);
+  assert.deepStrictEqual(got.args[0], payload, `${client.name} ${event} after ${after}: payload differs from the REST response`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const alice = FIXTURE.users.alice;
+const bob = FIXTURE.users.bob;
+let aliceJwt;
+
+before(async () => {
+  const res = await login(alice.email, alice.password);
+  assert.equal(res.user.id, alice.id, 'login returned another user than the bootstrap created');
+  aliceJwt = res.jwt;
+});
+
+describe('Strapi fixture (tests/e2e/strapi)', () => {
+  test('Public may read messages and the homepage, nothing else', async () => {
+    await expectStatus(200, 'GET', '/api/messages');
+    await expectAllowed('GET', '/api/homepage'); // 404 while there is no entry
+    await expectStatus(403, 'GET', '/api/chats');
+    await expectStatus(403, 'GET', '/api/articles');
+    await expectStatus(403, 'POST', '/api/messages', { body: { data: { text: 'no' } } });
+    await expectStatus(403, 'PUT', '/api/homepage', { body: { data: { title: 'no' } } });
+  });
+
+  test('Authenticated may read and write messages, chats, articles and the homepage', async () => {
+    const token = aliceJwt;
+    for (const path of ['/api/messages', '/api/chats', '/api/articles']) {
+      await expectStatus(200, 'GET', path, { token });
+    }
+    await expectAllowed('GET', '/api/homepage', { token });
+    // Allowed (404 for a missing entry, not 403).
+    await expectStatus(404, 'DELETE', '/api/messages/999999', { token });
+    await expectStatus(404, 'DELETE', '/api/chats/999999', { token });
+    await expectStatus(404, 'PUT', '/api/articles/999999', { token, body: { data: { title: 'x' } } });
+  });
+
+  test('the blocked user cannot log in; a bad token is refused', async () => {
+    const res = await rest('POST', '/api/auth/local', { body: { identifier: bob.email, password: bob.password } });
+    assert.equal(res.status, 400, JSON.stringify(res.body));
+    await expectStatus(401, 'GET', '/api/messages', { token: 'not-a-jwt' });
+    await expectStatus(401, 'GET', '/api/messages', { token: signJwt({ id: bob.id, iat: nowSeconds() }) });
+  });
+});
+
+describe('bridge: events for REST changes', { skip: BRIDGE_URL ? false : 'BRIDGE_URL not set (run.sh --without-bridge)' }, () => {
+  let pub;
+  let auth;
+  const clients = [];
+  const make = (name, token) => {
+    const c = new Client(name, token);
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    pub = make('Public');
+    auth = make('Authenticated', aliceJwt);
+    await Promise.all([pub.connected(), auth.connected()]);
+  });
+
+  after(() => {
+    for (const c of clients) c.close();
+  });
+
+  test('handshake: invalid, expired and foreign tokens are refused with "Invalid token."', async () => {
+    const cases = {
+      garbage: 'not-a-jwt',
+      expired: signJwt({ id: alice.id, iat: nowSeconds() - 3600, exp: nowSeconds() - 60 }),
+      'wrong secret': signJwt({ id: alice.id, iat: nowSeconds() }, 'some-other-secret'),
+    };
+    for (const [what, token] of Object.entries(cases)) {
+      const c = make(`token ${what}`, token);
+      assert.equal(await c.refusal(), 'Invalid token.', `token ${what}`);
+      c.close();
+    }
+  });
+
+  test('handshake: a blocked user is refused with "Invalid credentials"', async () => {
+    const c = make('blocked bob', signJwt({ id: bob.id, iat: nowSeconds() }));
+    assert.equal(await c.refusal(), 'Invalid credentials');
+    c.close();
+  });
+
+  test('handshake: a token Strapi did not issue but signed with JWT_SECRET is accepted', async () => {
+    const c = make('self-signed alice', signJwt({ id: alice.id, iat: nowSeconds(), exp: nowSeconds() + 600 }));
+    await c.connected();
+    c.close();
+  });
+
+  test('collection and single types: create, update, publish, unpublish, delete', async () => {
+    const token = aliceJwt;
+    const both = [pub, auth];
+    // Performs a REST write and checks that exactly the listed clients get `event` with the
+    // response as payload. A client not listed must not get it: every later expectEvent on that
+    // client would see it first and fail.
+    const step = async (what, event, to, method, path, body) => {
+      const res = await write(method, path, token, body);
+      for (const c of to) await expectEvent(c, event, { data: res.data, meta: {} }, what);
+      return res;
+    };
+
+    const chat = await step('create chat', 'chat:create', [auth], 'POST', '/api/chats', { data: { name: 'general' } });
+
+    const full = await step('create published message', 'message:create', both, 'POST', '/api/messages', {
+      data: {
+        text: 'Hello world',
+        secret: 'top-secret',
+        likes: 42,
+        score: 12.345,
+        meta: { n: 1, tags: ['a', 'b'], nested: { x: true } },
+        flag: true,
+        when: '2024-01-01T10:00:00.000Z',
+        day: '2024-01-01',
+        big: '9007199254740993',
+        rich: '# Title\n\n**bold**',
+        mood: 'happy',
+        displayTitle: 'Camel Case Title',
+        body: 'long text',
+        ratio: 0.5,
+        at: '12:34:56.000',
+        slug: `hello-world-${Date.now().toString(36)}`, // unique: the test may run again on the same database
+        contact: 'c@example.com',
+        blocks: [{ type: 'paragraph', children: [{ type: 'text', text: 'hi' }] }],
+        chat: chat.data.id,
+        seo: { metaTitle: 'SEO title', metaDescription: 'SEO description' },
+      },
+    });
+    assert.ok(full.data.attributes.publishedAt, 'a REST create publishes by default');
+    assert.ok(!('secret' in full.data.attributes), 'REST hides the private attribute');
+
+    const draft = await step('create draft', 'message:create', both, 'POST', '/api/messages', {
+      data: { text: 'Draft', likes: 1, publishedAt: null, chat: chat.data.id },
+    });
+    assert.equal(draft.data.attributes.publishedAt, null);
+    const d = `/api/messages/${draft.data.id}`;
+    const m = `/api/messages/${full.data.id}`;
+
+    await step('update message', 'message:update', both, 'PUT', m, { data: { text: 'Hello world (edited)', likes: 43 } });
+    await step('update draft', 'message:update', both, 'PUT', d, { data: { text: 'Draft (edited)' } });
+    await step('publish draft', 'message:publish', both, 'PUT', d, { data: { publishedAt: '2024-06-01T12:00:00.000Z' } });
+    await step('unpublish', 'message:unpublish', both, 'PUT', d, { data: { publishedAt: null } });
+    await step('delete message', 'message:delete', both, 'DELETE', d);
+
+    await step('update chat', 'chat:update', [auth], 'PUT', `/api/chats/${chat.data.id}`, { data: { name: 'general (renamed)' } });
+    await step('create article (table legacy_articles)', 'article:create', [auth], 'POST', '/api/articles', {
+      data: { title: 'Legacy', headlineText: 'Headline' },
+    });
+
+    await step('homepage first PUT', 'homepage:createOrUpdate', both, 'PUT', '/api/homepage', { data: { title: 'Welcome' } });
+    await step('homepage second PUT', 'homepage:createOrUpdate', both, 'PUT', '/api/homepage', { data: { title: 'Welcome v2' } });
+    await step('homepage unpublish', 'homepage:unpublish', both, 'PUT', '/api/homepage', { data: { publishedAt: null } });
+    await step('homepage publish', 'homepage:publish', both, 'PUT', '/api/homepage', { data: { publishedAt: '2024-06-01T12:00:00.000Z' } });
+    await step('homepage delete', 'homepage:delete', both, 'DELETE', '/api/homepage');
+
+    await step('delete chat', 'chat:delete', [auth], 'DELETE', `/api/chats/${chat.data.id}`);
+
+    // Several writes before looking at any event: each arrives, in commit order.
+    const burst = [];
+    for (let likes = 100; likes < 105; likes += 1) burst.push(await write('PUT', m, token, { data: { likes } }));
+    for (const [i, res] of burst.entries()) {
+      for (const c of both) await expectEvent(c, 'message:update', { data: res.data, meta: {} }, `burst update ${i + 1} of ${burst.length}`);
+    }
+
+    for (const c of both) {
+      assert.deepEqual(c.events.map((e) => e.event), [], `${c.name} received events no write accounts for`);
+    }
+  });
+});
