@@ -1261,25 +1261,23 @@ async fn drain_rate_against_pg_recvlogical() {
 
     // pg_recvlogical on the second slot, to the same end position.
     let started = std::time::Instant::now();
-    let status = std::process::Command::new(
-        std::fs::canonicalize(which("pg_recvlogical")).expect("pg_recvlogical"),
-    )
-    .args([
-        "-d",
-        &cluster.superuser_url(db.name()),
-        "--slot",
-        &other_slot,
-        "--start",
-    ])
-    .args([
-        "-o",
-        "proto_version=1",
-        "-o",
-        &format!("publication_names={}", db.publication()),
-    ])
-    .args(["-E", &end.to_string(), "-f", "/dev/null", "--no-loop"])
-    .status()
-    .expect("run pg_recvlogical");
+    let status = std::process::Command::new(cluster.program("pg_recvlogical"))
+        .args([
+            "-d",
+            &cluster.superuser_url(db.name()),
+            "--slot",
+            &other_slot,
+            "--start",
+        ])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            &format!("publication_names={}", db.publication()),
+        ])
+        .args(["-E", &end.to_string(), "-f", "/dev/null", "--no-loop"])
+        .status()
+        .expect("run pg_recvlogical");
     let theirs = started.elapsed();
     assert!(status.success());
     println!(
@@ -1289,15 +1287,4 @@ async fn drain_rate_against_pg_recvlogical() {
         theirs.as_secs_f64(),
         messages as f64 / theirs.as_secs_f64()
     );
-}
-
-fn which(program: &str) -> std::path::PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .or_else(|| {
-            let p = std::path::PathBuf::from(format!("/usr/lib/postgresql/15/bin/{program}"));
-            p.is_file().then_some(p)
-        })
-        .unwrap_or_else(|| panic!("{program} not found"))
 }

@@ -160,6 +160,11 @@ impl TempCluster {
         self.port
     }
 
+    /// A PostgreSQL program from the same installation (`psql`, `pg_recvlogical`, ...).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// The directory holding the Unix socket.
     pub fn socket_dir(&self) -> &Path {
         &self.socket_dir
