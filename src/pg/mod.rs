@@ -57,6 +57,30 @@ pub(crate) fn unix_only(db: &DatabaseConfig) -> bool {
 /// Opens an ordinary SQL session with TLS per `sslmode`, spawns its connection task (which logs
 /// how it ended) and returns the client.
 pub async fn connect(db: &DatabaseConfig) -> Result<tokio_postgres::Client, PgError> {
+    connect_inner(db, None).await
+}
+
+/// Like [`connect`], and also collects the NOTICE messages the server sends (what `setup`
+/// reports it did). The returned future resolves to them once the client is dropped and the
+/// connection has closed.
+pub async fn connect_with_notices(
+    db: &DatabaseConfig,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        impl std::future::Future<Output = Vec<String>>,
+    ),
+    PgError,
+> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let client = connect_inner(db, Some(tx)).await?;
+    Ok((client, async move { rx.await.unwrap_or_default() }))
+}
+
+async fn connect_inner(
+    db: &DatabaseConfig,
+    notices: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+) -> Result<tokio_postgres::Client, PgError> {
     let mut config = db.pg.clone();
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
@@ -72,7 +96,7 @@ pub async fn connect(db: &DatabaseConfig) -> Result<tokio_postgres::Client, PgEr
         None => {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
             let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            spawn_connection(connection, target.clone());
+            spawn_connection(connection, target.clone(), notices);
             Ok(client)
         }
         Some(tls) => {
@@ -82,7 +106,7 @@ pub async fn connect(db: &DatabaseConfig) -> Result<tokio_postgres::Client, PgEr
                 tokio_postgres::config::SslMode::Require
             });
             let (client, connection) = config.connect(tls).await.map_err(fail)?;
-            spawn_connection(connection, target.clone());
+            spawn_connection(connection, target.clone(), notices);
             Ok(client)
         }
     }
@@ -97,14 +121,34 @@ pub(crate) fn effective_mode(db: &DatabaseConfig) -> SslMode {
     }
 }
 
-fn spawn_connection<F>(connection: F, target: String)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+/// Drives a connection in the background, logging how it ended and, when asked, collecting the
+/// server's notices.
+fn spawn_connection<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    target: String,
+    notices: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        match connection.await {
+        let mut collected = Vec::new();
+        let ended = loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notice(n))) => {
+                    collected.push(n.message().to_owned());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            }
+        };
+        match ended {
             Ok(()) => tracing::debug!(%target, "PostgreSQL connection closed"),
             Err(e) => tracing::warn!(%target, error = %e, "PostgreSQL connection ended"),
+        }
+        if let Some(tx) = notices {
+            let _ = tx.send(collected);
         }
     });
 }

@@ -113,6 +113,13 @@ impl Conn {
             ("application_name", application_name),
             // pgoutput sends text values in the client encoding; the pipeline expects UTF-8.
             ("client_encoding", "UTF8"),
+            // pgoutput prints values with the walsender session's settings: ISO dates (Strapi's
+            // payload format starts from them), UTC for `timestamptz`, and floats with enough
+            // digits to round-trip (shortest exact form on PostgreSQL 12+).
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "postgres"),
+            ("extra_float_digits", "3"),
         ];
         if let Some(options) = db.pg.get_options() {
             params.push(("options", options));
