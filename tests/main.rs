@@ -11,3 +11,5 @@ mod support;
 mod connect;
 // The replication client: decoding, ordering, login, TLS, slots, durability, reconnects.
 mod replication;
+// The Strapi model over the real stream: actions and REST payloads of replayed Strapi writes.
+mod model;

@@ -1,5 +1,7 @@
 //! Shared test infrastructure: throwaway PostgreSQL clusters and deadline-bound waiting.
 
+pub mod bridge;
+pub mod client;
 pub mod pg;
 pub mod wait;
 
