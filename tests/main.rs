@@ -13,3 +13,5 @@ mod connect;
 mod replication;
 // The Strapi model over the real stream: actions and REST payloads of replayed Strapi writes.
 mod model;
+// The whole bridge with real Socket.IO clients: handshakes, rooms, live access changes.
+mod server;
