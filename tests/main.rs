@@ -15,3 +15,5 @@ mod replication;
 mod model;
 // The whole bridge with real Socket.IO clients: handshakes, rooms, live access changes.
 mod server;
+// Custom events: pg_logical_emit_message through the stream, and the HTTP emit API.
+mod custom;
