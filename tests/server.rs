@@ -125,13 +125,13 @@ async fn refused_handshakes_carry_strapis_messages_and_are_never_public() {
     // The same through the npm client, as Strapi users run it.
     if crate::support::client::node_client_installed() {
         let expired = jwt(ALICE, true);
-        let mut node = NodeClient::connect(bridge.addr, &["--token", &expired]).await;
+        let mut node = NodeClient::connect(bridge.addr, &["--token", &expired]);
         assert_eq!(
             node.next().await,
             Got::ConnectError("Invalid token.".to_owned())
         );
         let blocked = jwt(BOB, false);
-        let mut node = NodeClient::connect(bridge.addr, &["--token", &blocked]).await;
+        let mut node = NodeClient::connect(bridge.addr, &["--token", &blocked]);
         assert_eq!(
             node.next().await,
             Got::ConnectError("Invalid credentials".to_owned())

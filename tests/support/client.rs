@@ -187,7 +187,7 @@ fn node_dir() -> PathBuf {
 impl NodeClient {
     /// Starts `listen.mjs` against `addr` with `args` (e.g. `["--token", t]`). Panics with the
     /// reason when Node or the npm packages are missing: `.ci/run` installs them.
-    pub async fn connect(addr: SocketAddr, args: &[&str]) -> NodeClient {
+    pub fn connect(addr: SocketAddr, args: &[&str]) -> NodeClient {
         assert!(
             node_client_installed(),
             "the npm socket.io-client is not installed: run `npm ci` in tests/node (.ci/run does)"
@@ -239,7 +239,7 @@ impl NodeClient {
     ) -> impl Future<Output = NodeClient> + 'a {
         let at = Location::caller();
         async move {
-            let mut c = NodeClient::connect(addr, args).await;
+            let mut c = NodeClient::connect(addr, args);
             match c.next().await {
                 Got::Connected => c,
                 other => panic!("{at}: expected a connection, got {other:?}"),
