@@ -154,6 +154,8 @@ pub async fn check(cfg: &Config) -> Report {
                     "check DATABASE_URL (or database.url / --strapi-dir) and that PostgreSQL accepts this user from this host".to_owned(),
                 ),
             ));
+            // The secrets are configuration alone: worth knowing before the next attempt.
+            check_auth(cfg, &mut report);
             return report;
         }
     };
@@ -607,7 +609,7 @@ async fn check_slot(
 
 fn check_auth(cfg: &Config, report: &mut Report) {
     match &cfg.auth.jwt_secret_origin {
-        Some(origin) => report.push(Finding::ok(format!("JWT_SECRET from {origin}"))),
+        Some(origin) => report.push(Finding::ok(format!("JWT secret: {origin}"))),
         None => report.push(Finding::warning(
             "JWT_SECRET is not set: sockets with a users-permissions JWT will be refused",
             Some(

@@ -11,3 +11,5 @@ mod support;
 mod connect;
 // The replication client: decoding, ordering, login, TLS, slots, durability, reconnects.
 mod replication;
+// The real binary: `demo` end to end, and check/setup/run from a Strapi folder's .env.
+mod first_run;

@@ -1,5 +1,7 @@
-//! Shared test infrastructure: throwaway PostgreSQL clusters and deadline-bound waiting.
+//! Shared test infrastructure: throwaway PostgreSQL clusters, Socket.IO clients and
+//! deadline-bound waiting.
 
+pub mod client;
 pub mod pg;
 pub mod wait;
 
