@@ -79,7 +79,8 @@ pub enum Command {
         print: bool,
     },
     /// Start a throwaway PostgreSQL with a small Strapi-shaped database, the bridge on it, and
-    /// a writer that changes something every two seconds. Ctrl-C removes everything.
+    /// a writer that changes something every two seconds. Ctrl-C removes everything. Needs
+    /// PostgreSQL's server programs (`apt install postgresql` or `brew install postgresql`).
     Demo {
         /// Seconds between demo writes.
         #[arg(long, default_value_t = 2.0)]

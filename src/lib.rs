@@ -14,11 +14,12 @@
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
 //! - [`io`]: the Socket.IO server, handshake and emit.
 //! - [`pipeline`]: wires the stages; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
-//!   around them.
+//!   around them; [`cluster`]: throwaway PostgreSQL clusters for `demo` and the tests.
 
 pub mod access;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;

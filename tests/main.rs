@@ -19,3 +19,5 @@ mod server;
 mod custom;
 // The binary: check, setup, config errors, and durability across kill -9.
 mod cli;
+// The real binary: `demo` end to end, and check/setup/run from a Strapi folder's .env.
+mod first_run;

@@ -56,6 +56,22 @@ impl Inbox {
         }
     }
 
+    /// The next event and its first argument, whatever its name (within `timeout`).
+    #[track_caller]
+    pub fn next_event(&mut self, timeout: Duration) -> impl Future<Output = (String, Value)> + '_ {
+        let at = Location::caller();
+        async move {
+            match tokio::time::timeout(timeout, self.0.recv()).await {
+                Ok(Some(Got::Event(name, args))) => {
+                    (name, args.into_iter().next().unwrap_or(Value::Null))
+                }
+                Ok(Some(other)) => panic!("{at}: expected an event, got {other:?}"),
+                Ok(None) => panic!("{at}: the client is gone"),
+                Err(_) => panic!("{at}: no event within {timeout:?}"),
+            }
+        }
+    }
+
     /// The next message must be `event` with one argument; returns it.
     #[track_caller]
     pub fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
@@ -147,9 +163,14 @@ fn error_event(payload: SioPayload) -> Got {
 impl SioClient {
     /// Connects with `auth` (e.g. `{"token": "..."}`), without waiting for the answer.
     pub async fn connect(addr: SocketAddr, auth: Value) -> SioClient {
+        SioClient::connect_url(&format!("http://{addr}/"), auth).await
+    }
+
+    /// Connects to a URL (`http://127.0.0.1:1338/`), without waiting for the answer.
+    pub async fn connect_url(url: &str, auth: Value) -> SioClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let (on_connect, on_error, on_close, on_any) = (tx.clone(), tx.clone(), tx.clone(), tx);
-        let client = ClientBuilder::new(format!("http://{addr}/"))
+        let client = ClientBuilder::new(url)
             .auth(auth)
             .reconnect(false)
             .on(Event::Connect, move |_, _| {
@@ -192,9 +213,15 @@ impl SioClient {
     /// Connects and waits until the handshake is accepted.
     #[track_caller]
     pub fn connected(addr: SocketAddr, auth: Value) -> impl Future<Output = SioClient> {
+        Self::connected_url(format!("http://{addr}/"), auth)
+    }
+
+    /// [`connected`](Self::connected) for a URL.
+    #[track_caller]
+    pub fn connected_url(url: String, auth: Value) -> impl Future<Output = SioClient> {
         let at = Location::caller();
         async move {
-            let mut c = SioClient::connect(addr, auth).await;
+            let mut c = SioClient::connect_url(&url, auth).await;
             match c.next().await {
                 Got::Connected => c,
                 other => panic!("{at}: expected a connection, got {other:?}"),

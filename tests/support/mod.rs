@@ -1,4 +1,5 @@
-//! Shared test infrastructure: throwaway PostgreSQL clusters and deadline-bound waiting.
+//! Shared test infrastructure: throwaway PostgreSQL clusters, Socket.IO clients and
+//! deadline-bound waiting.
 
 pub mod bridge;
 pub mod client;

@@ -1,56 +1,33 @@
-//! Throwaway PostgreSQL clusters for tests.
+//! Throwaway PostgreSQL clusters for tests, on top of [`strapi_io_bridge::cluster`].
 //!
-//! [`TempCluster`] runs `initdb` in a temporary directory and starts PostgreSQL on a free port
-//! (TCP on 127.0.0.1 and a Unix socket inside the directory), with logical replication on.
-//! As root, the binaries run as the `postgres` user. [`TempCluster::shared`] is one cluster for
-//! the whole test binary; [`TestDb`] gives each test a fresh database on it and cleans up on
-//! drop. Tests that restart or reconfigure PostgreSQL start their own cluster.
+//! [`TempCluster`] is a library [`Cluster`] (initdb in a temporary folder, a free port, TCP on
+//! 127.0.0.1 and a Unix socket inside the folder, logical replication on, the `postgres` user
+//! when root, a watchdog) plus what only tests want: a superuser password, TLS certificates from
+//! a generated CA, blocking psql helpers, and methods that panic with PostgreSQL's output.
+//! [`TempCluster::shared`] is one cluster for the whole test binary; [`TestDb`] gives each test
+//! a fresh database on it and cleans up on drop. Tests that restart or reconfigure PostgreSQL
+//! start their own cluster.
 //!
-//! A shared cluster is never dropped (it lives in a static), so every cluster has a watchdog
-//! process that stops it and removes its directory once the test process is gone.
+//! A shared cluster is never dropped (it lives in a static); the library's watchdog stops it
+//! and removes its folder once the test process is gone.
 
-use std::collections::HashSet;
 use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use strapi_io_bridge::cluster::{Cluster, ClusterOptions as LibOptions, TcpAuth, TlsFiles};
 use strapi_io_bridge::config::DatabaseConfig;
 
 /// The superuser's name in every test cluster.
-pub const SUPERUSER: &str = "postgres";
+pub const SUPERUSER: &str = strapi_io_bridge::cluster::SUPERUSER;
 /// The superuser's password (TCP logins need one).
 pub const SUPERUSER_PASSWORD: &str = "bridge-test-superuser";
 
 /// How clients over TCP authenticate (`pg_hba.conf`). Unix-socket logins are always `trust`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HbaAuth {
-    /// No password.
-    Trust,
-    /// Cleartext password (only sensible over TLS).
-    Password,
-    /// `md5`: MD5 for roles whose password is stored as MD5, SCRAM for roles stored as SCRAM
-    /// (PostgreSQL picks SCRAM when the stored verifier is SCRAM), so it covers both.
-    Md5,
-    /// `scram-sha-256` only.
-    Scram,
-}
-
-impl HbaAuth {
-    fn method(self) -> &'static str {
-        match self {
-            HbaAuth::Trust => "trust",
-            HbaAuth::Password => "password",
-            HbaAuth::Md5 => "md5",
-            HbaAuth::Scram => "scram-sha-256",
-        }
-    }
-}
+pub type HbaAuth = TcpAuth;
 
 /// How to set up a cluster.
 #[derive(Debug, Clone)]
@@ -76,14 +53,7 @@ impl Default for ClusterOptions {
 
 /// A running throwaway PostgreSQL.
 pub struct TempCluster {
-    root: PathBuf,
-    data: PathBuf,
-    socket_dir: PathBuf,
-    log: PathBuf,
-    port: u16,
-    bin: PathBuf,
-    run_as: Option<(u32, u32)>,
-    watchdog: Mutex<Option<Child>>,
+    cluster: Cluster,
     ca_pem: Option<PathBuf>,
 }
 
@@ -112,62 +82,41 @@ impl TempCluster {
 
     /// Creates and starts a cluster. Panics with PostgreSQL's output when that fails.
     pub fn new(options: ClusterOptions) -> TempCluster {
-        let bin = postgres_bin_dir();
-        let run_as = postgres_user_ids();
-        let root = tempfile::Builder::new()
-            .prefix("bridge-pg-")
-            .tempdir()
-            .expect("create a temporary directory")
-            .keep();
-        let data = root.join("data");
-        let socket_dir = root.join("socket");
-        fs::create_dir(&socket_dir).expect("create the socket directory");
-        let pwfile = root.join("pwfile");
-        fs::write(&pwfile, SUPERUSER_PASSWORD).expect("write the password file");
-        let mut cluster = TempCluster {
-            log: root.join("postgres.log"),
-            root,
-            data,
-            socket_dir,
-            port: 0,
-            bin,
-            run_as,
-            watchdog: Mutex::new(None),
-            ca_pem: None,
-        };
-        cluster.chown_all(&cluster.root);
-        cluster.run_checked(
-            Command::new(cluster.bin.join("initdb"))
-                .arg("-D")
-                .arg(&cluster.data)
-                .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C"])
-                .args(["--no-sync", "--no-instructions"])
-                .arg(format!("--pwfile={}", pwfile.display())),
-            "initdb",
-        );
-        cluster.write_hba(&options);
-        if options.ssl {
-            cluster.ca_pem = Some(cluster.write_certificates());
-        }
-        cluster.chown_all(&cluster.root);
-        cluster.start_watchdog();
-        cluster.start_on_free_port(&options);
-        cluster
+        let certificates = options.ssl.then(certificates);
+        let cluster = Cluster::create(LibOptions {
+            wal_level: options.wal_level.to_owned(),
+            tcp_auth: options.auth,
+            superuser_password: Some(SUPERUSER_PASSWORD.to_owned()),
+            tls: certificates.as_ref().map(|(tls, _)| tls.clone()),
+            folder_prefix: "bridge-pg-".to_owned(),
+        })
+        .unwrap_or_else(|e| panic!("cannot start a test cluster: {e}"));
+        let ca_pem = certificates.map(|(_, ca)| {
+            let path = cluster.root().join("ca.pem");
+            fs::write(&path, ca).expect("write ca.pem");
+            path
+        });
+        TempCluster { cluster, ca_pem }
+    }
+
+    /// The library cluster underneath.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// TCP port on 127.0.0.1 (the Unix socket uses the same number).
     pub fn port(&self) -> u16 {
-        self.port
+        self.cluster.port()
     }
 
     /// A PostgreSQL program from the same installation (`psql`, `pg_recvlogical`, ...).
     pub fn program(&self, name: &str) -> PathBuf {
-        self.bin.join(name)
+        self.cluster.program(name)
     }
 
     /// The directory holding the Unix socket.
     pub fn socket_dir(&self) -> &Path {
-        &self.socket_dir
+        self.cluster.socket_dir()
     }
 
     /// The CA certificate (PEM) that signed the server certificate, when started with TLS.
@@ -178,7 +127,10 @@ impl TempCluster {
     /// A TCP URL for `user`/`password` on database `db`; `params` is appended as the query
     /// (for example `sslmode=disable`).
     pub fn url(&self, user: &str, password: &str, db: &str, params: &str) -> String {
-        let mut url = format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port);
+        let mut url = format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{db}",
+            self.port()
+        );
         if !params.is_empty() {
             url.push('?');
             url.push_str(params);
@@ -193,7 +145,7 @@ impl TempCluster {
 
     /// Whether the server log contains `text`.
     pub fn log_contains(&self, text: &str) -> bool {
-        fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
+        fs::read_to_string(self.cluster.log_file()).is_ok_and(|log| log.contains(text))
     }
 
     /// Runs SQL as the superuser over the Unix socket (blocking, for setup and `Drop`) and
@@ -205,22 +157,24 @@ impl TempCluster {
 
     /// [`psql`](Self::psql) that returns the error instead of panicking.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let output = self.run(
-            Command::new(self.bin.join("psql"))
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                .arg("-h")
-                .arg(&self.socket_dir)
-                .args([
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    SUPERUSER,
-                    "-d",
-                    db,
-                    "-c",
-                    sql,
-                ]),
-        );
+        let mut command: Command = self.cluster.command("psql");
+        command
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port().to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ]);
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         } else {
@@ -230,13 +184,9 @@ impl TempCluster {
 
     /// A superuser SQL session over the Unix socket.
     pub async fn client(&self, db: &str) -> tokio_postgres::Client {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host_path(&self.socket_dir)
-            .port(self.port)
-            .user(SUPERUSER)
-            .dbname(db);
-        let (client, connection) = config
+        let (client, connection) = self
+            .cluster
+            .superuser_config(db)
             .connect(tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("connect to test database {db}: {e}"));
@@ -246,12 +196,16 @@ impl TempCluster {
 
     /// Stops PostgreSQL (fast shutdown: sessions are ended, walsenders finish sending).
     pub fn stop(&self) {
-        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
+        self.cluster
+            .stop()
+            .unwrap_or_else(|e| panic!("stopping the test cluster: {e}"));
     }
 
     /// Starts PostgreSQL again after [`stop`](Self::stop), on the same port.
     pub fn start(&self) {
-        self.pg_ctl(&["start", "-w", "-t", "60"]);
+        self.cluster
+            .start()
+            .unwrap_or_else(|e| panic!("starting the test cluster again: {e}"));
     }
 
     /// Stops and starts PostgreSQL.
@@ -259,193 +213,37 @@ impl TempCluster {
         self.stop();
         self.start();
     }
-
-    fn pg_ctl(&self, args: &[&str]) {
-        let mut command = Command::new(self.bin.join("pg_ctl"));
-        command
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&self.log)
-            .args(args);
-        let output = self.run(&mut command);
-        if !output.status.success() {
-            panic!(
-                "pg_ctl {args:?} failed: {}\n{}\nserver log:\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-
-    fn start_on_free_port(&mut self, options: &ClusterOptions) {
-        let conf = self.data.join("postgresql.conf");
-        let base = fs::read_to_string(&conf).expect("read postgresql.conf");
-        for attempt in 0..5 {
-            self.port = free_port();
-            let mut settings = format!(
-                "\n# test cluster\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
-                 unix_socket_directories = '{socket}'\nwal_level = {wal_level}\nfsync = off\n\
-                 full_page_writes = off\nsynchronous_commit = off\nshared_buffers = 16MB\n\
-                 max_connections = 100\nmax_replication_slots = 20\nmax_wal_senders = 20\n\
-                 wal_sender_timeout = '10s'\ntimezone = 'UTC'\nlog_line_prefix = '%m [%p] %d '\n",
-                port = self.port,
-                socket = self.socket_dir.display(),
-                wal_level = options.wal_level,
-            );
-            if options.ssl {
-                settings.push_str(
-                    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
-                );
-            }
-            fs::write(&conf, format!("{base}{settings}")).expect("write postgresql.conf");
-            let mut command = Command::new(self.bin.join("pg_ctl"));
-            command
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(&self.log)
-                .args(["start", "-w", "-t", "60"]);
-            let output = self.run(&mut command);
-            if output.status.success() {
-                return;
-            }
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            if attempt < 4 && log.contains("could not bind") {
-                continue;
-            }
-            panic!(
-                "PostgreSQL did not start: {}\nserver log:\n{log}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
-
-    fn write_hba(&self, options: &ClusterOptions) {
-        let kind = if options.ssl { "hostssl" } else { "host" };
-        let method = options.auth.method();
-        let hba = format!(
-            "local all all trust\n\
-             {kind} all all 127.0.0.1/32 {method}\n\
-             {kind} all all ::1/128 {method}\n"
-        );
-        fs::write(self.data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
-    }
-
-    /// A CA and a server certificate for `localhost` (DNS name only, not 127.0.0.1), so
-    /// `verify-full` succeeds by name and fails by address.
-    fn write_certificates(&self) -> PathBuf {
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "strapi-io-bridge test CA");
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        let cert = params.signed_by(&key, &ca).expect("server certificate");
-        fs::write(self.data.join("server.crt"), cert.pem()).expect("write server.crt");
-        let key_path = self.data.join("server.key");
-        fs::write(&key_path, key.serialize_pem()).expect("write server.key");
-        set_mode(&key_path, 0o600);
-        let ca_path = self.root.join("ca.pem");
-        fs::write(&ca_path, ca.pem()).expect("write ca.pem");
-        ca_path
-    }
-
-    /// A shell that waits for this process to end, then stops the cluster and removes it.
-    fn start_watchdog(&self) {
-        let script = format!(
-            "while [ -d /proc/{pid} ]; do sleep 1; done; \
-             '{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{root}'",
-            pid = std::process::id(),
-            pg_ctl = self.bin.join("pg_ctl").display(),
-            data = self.data.display(),
-            root = self.root.display(),
-        );
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group, so a Ctrl-C aimed at the tests does not stop it.
-            .process_group(0);
-        self.as_postgres(&mut command);
-        let child = command.spawn().expect("spawn the cluster watchdog");
-        *self.watchdog.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
-    }
-
-    fn as_postgres(&self, command: &mut Command) {
-        if let Some((uid, gid)) = self.run_as {
-            command.uid(uid).gid(gid);
-        }
-    }
-
-    fn run(&self, command: &mut Command) -> Output {
-        self.as_postgres(command);
-        command
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {command:?}: {e}"))
-    }
-
-    fn run_checked(&self, command: &mut Command, what: &str) {
-        let output = self.run(command);
-        if !output.status.success() {
-            panic!(
-                "{what} failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
-
-    fn chown_all(&self, path: &Path) {
-        let Some((uid, gid)) = self.run_as else {
-            return;
-        };
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-        if path.is_dir() {
-            for entry in fs::read_dir(path).expect("read directory").flatten() {
-                self.chown_all(&entry.path());
-            }
-        }
-    }
 }
 
-impl Drop for TempCluster {
-    fn drop(&mut self) {
-        if let Some(mut watchdog) = self
-            .watchdog
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-        let mut command = Command::new(self.bin.join("pg_ctl"));
-        command
-            .arg("-D")
-            .arg(&self.data)
-            .args(["stop", "-m", "immediate", "-w"]);
-        self.as_postgres(&mut command);
-        let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let _ = fs::remove_dir_all(&self.root);
-    }
+/// A CA and a server certificate for `localhost` (DNS name only, not 127.0.0.1), so
+/// `verify-full` succeeds by name and fails by address; and the CA's certificate (PEM).
+fn certificates() -> (TlsFiles, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "strapi-io-bridge test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca).expect("server certificate");
+    (
+        TlsFiles {
+            certificate_pem: cert.pem(),
+            private_key_pem: key.serialize_pem(),
+        },
+        ca.pem(),
+    )
 }
 
 /// A fresh database on a cluster; on drop its sessions are ended, its replication slots and the
@@ -564,77 +362,6 @@ impl Drop for TestDb<'_> {
             let _ = self
                 .cluster
                 .try_psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
-        }
-    }
-}
-
-/// The directory of the newest PostgreSQL binaries: `initdb` on PATH, else the highest
-/// `/usr/lib/postgresql/<version>/bin`.
-fn postgres_bin_dir() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let initdb = dir.join("initdb");
-            if initdb.is_file()
-                && let Ok(real) = fs::canonicalize(&initdb)
-                && let Some(parent) = real.parent()
-            {
-                return parent.to_owned();
-            }
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .expect("no PostgreSQL binaries: put initdb on PATH or install postgresql")
-}
-
-/// `Some((uid, gid))` of the `postgres` user when running as root (initdb refuses root).
-fn postgres_user_ids() -> Option<(u32, u32)> {
-    let me = fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    if me != 0 {
-        return None;
-    }
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .expect("run id");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("running as root needs a `postgres` user to run PostgreSQL")
-    };
-    Some((id("-u"), id("-g")))
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// A port nobody in this process was given before and that was free a moment ago.
-fn free_port() -> u16 {
-    static GIVEN: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(Default::default);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind a free port")
-            .port();
-        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
         }
     }
 }
