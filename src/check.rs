@@ -158,7 +158,10 @@ pub async fn check(cfg: &Config) -> Report {
         }
     };
     if let Err(e) = check_server(&client, cfg, &mut report).await {
-        report.push(Finding::error(format!("while checking the server: {e}"), None));
+        report.push(Finding::error(
+            format!("while checking the server: {e}"),
+            None,
+        ));
     }
     match check_strapi(&client, cfg, &mut report).await {
         Ok(Some(catalog)) => {
@@ -176,7 +179,10 @@ pub async fn check(cfg: &Config) -> Report {
         )),
     }
     if let Err(e) = check_slot(&client, cfg, &mut report).await {
-        report.push(Finding::error(format!("while checking the slot: {e}"), None));
+        report.push(Finding::error(
+            format!("while checking the slot: {e}"),
+            None,
+        ));
     }
     check_auth(cfg, &mut report);
     report
@@ -277,7 +283,11 @@ async fn check_server(
     if replication || superuser {
         report.push(Finding::ok(format!(
             "role {user} may replicate ({})",
-            if superuser { "superuser" } else { "REPLICATION" }
+            if superuser {
+                "superuser"
+            } else {
+                "REPLICATION"
+            }
         )));
     } else {
         report.push(Finding::error(
@@ -417,7 +427,9 @@ async fn check_publication(
     if !exists {
         report.push(Finding::error(
             format!("publication {} does not exist", db.publication),
-            Some("strapi-io-bridge setup   (or: psql \"$DATABASE_URL\" -f sql/setup.sql)".to_owned()),
+            Some(
+                "strapi-io-bridge setup   (or: psql \"$DATABASE_URL\" -f sql/setup.sql)".to_owned(),
+            ),
         ));
         return Ok(());
     }
@@ -489,7 +501,9 @@ async fn check_publication(
         ));
     }
     if not_full.is_empty() {
-        report.push(Finding::ok("replica identity FULL on every content-type table"));
+        report.push(Finding::ok(
+            "replica identity FULL on every content-type table",
+        ));
     } else {
         report.push(Finding::warning(
             format!(
@@ -580,7 +594,10 @@ async fn check_slot(
     if lag > 1024 * 1024 * 1024 {
         report.push(Finding::warning(
             finding,
-            Some("start the bridge to consume it, or drop the slot if the bridge is gone for good".to_owned()),
+            Some(
+                "start the bridge to consume it, or drop the slot if the bridge is gone for good"
+                    .to_owned(),
+            ),
         ));
     } else {
         report.push(Finding::ok(finding));
@@ -621,7 +638,10 @@ pub fn setup_sql(cfg: &Config) -> String {
         )
         .replacen(
             "SET strapi_io.schema = 'public';",
-            &format!("SET strapi_io.schema = {};", quote_literal(&cfg.database.schema)),
+            &format!(
+                "SET strapi_io.schema = {};",
+                quote_literal(&cfg.database.schema)
+            ),
             1,
         )
 }
@@ -648,7 +668,10 @@ mod tests {
 
     #[test]
     fn findings_print_with_their_fix_indented() {
-        let f = Finding::error("wal_level = replica", Some("ALTER SYSTEM …\nrestart".to_owned()));
+        let f = Finding::error(
+            "wal_level = replica",
+            Some("ALTER SYSTEM …\nrestart".to_owned()),
+        );
         assert_eq!(
             f.to_string(),
             "error    wal_level = replica\n         fix: ALTER SYSTEM …\n              restart"

@@ -66,7 +66,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let health = Health::new();
-    let metrics = Metrics::new(health.clone());
+    let metrics = Metrics::new();
 
     let client = pg::connect(&cfg.database)
         .await

@@ -6,10 +6,37 @@
 //! keeps keepalives and status updates to itself. It confirms to PostgreSQL only what the
 //! pipeline reports as handed on ([`Progress`]), so a restart never loses a committed change.
 //! It never decodes pgoutput beyond the XLogData header.
+//!
+//! Files by job: `conn` (socket, TLS, login, simple queries), `copy_both` (framing), `slot`
+//! (commands before streaming), `feedback` (which position to confirm), `backoff` (reconnect
+//! delays), `error`; this file holds the run loop.
+
+mod backoff;
+mod conn;
+mod copy_both;
+mod error;
+mod feedback;
+mod slot;
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
 
+pub use error::{ReplicationError, ServerError};
+
+use crate::config::DatabaseConfig;
+use crate::health::Health;
 use crate::lsn::Lsn;
+use crate::pg::{self, TlsPolicy};
+use backoff::Backoff;
+use conn::Conn;
+use copy_both::{Frame, ReplicationMessage, StatusUpdate};
+use feedback::Feedback;
 
 /// One pgoutput message as the server sent it in an XLogData (`w`) CopyData.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,4 +71,473 @@ pub struct Progress {
     pub handed: u64,
     /// Whether the pipeline is inside a transaction (between Begin and Commit).
     pub in_transaction: bool,
+}
+
+/// A status update goes out at least this often. Half of 10 s, the smallest
+/// `wal_sender_timeout` met in practice (managed services, the test clusters): the server then
+/// never times the connection out, even while a slow pipeline keeps this client from reading.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// After progress moves, a status update waits this long for more progress before it goes out.
+/// Confirmations then cost at most ten small messages a second under load, and the slot lags the
+/// pipeline by at most 100 ms, which only matters for how much is sent again after a crash.
+const STATUS_COALESCE: Duration = Duration::from_millis(100);
+
+/// When the server has been silent this long, the next status update asks it to answer:
+/// an idle walsender sends nothing on its own while it gets status updates.
+const SILENCE_PROBE: Duration = STATUS_INTERVAL;
+
+/// No byte from the server for this long, despite asking, means the connection is dead (a
+/// half-open TCP connection would otherwise go unnoticed for many minutes).
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long a status update or CopyDone may take to write before the connection counts as lost.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// On shutdown, how long to wait for the pipeline to hand on what it was sent, so the final
+/// confirmation covers it.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// On shutdown, how long to wait for the server to end the stream after CopyDone.
+const SHUTDOWN_SERVER: Duration = Duration::from_secs(5);
+
+/// A session that streamed this long resets the back-off: the next failure is a new incident.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Streams the slot's changes into `out` until `shutdown` is cancelled, reconnecting after any
+/// retryable failure.
+///
+/// Every (re)connection first sends [`Replicated::Session`], then [`Replicated::Data`] batches
+/// (all XLogData of one socket read). `out` is bounded: when the pipeline is slow this client
+/// stops reading and PostgreSQL keeps the WAL. `progress` is how far the pipeline has handed
+/// things on; only that is confirmed to the server. `health` gets the streaming flag and the
+/// server and confirmed positions.
+///
+/// Returns `Ok(())` after a clean shutdown (final position confirmed, stream ended), or when the
+/// pipeline dropped its end of `out` or `progress`. Returns a fatal [`ReplicationError`] when
+/// retrying cannot help (see [`ReplicationError::is_retryable`]).
+pub async fn run(
+    db: DatabaseConfig,
+    out: mpsc::Sender<Replicated>,
+    progress: watch::Receiver<Progress>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicationError> {
+    let tls = TlsPolicy::new(pg::effective_mode(&db), db.ssl_root_cert.as_deref())
+        .map_err(ReplicationError::TlsConfig)?;
+    let mut runner = Runner {
+        db,
+        out,
+        progress,
+        health,
+        shutdown,
+        feedback: Feedback::default(),
+        system_id: None,
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        let mut streamed_since = None;
+        let result = runner.session(&tls, &mut streamed_since).await;
+        runner.health.set_streaming(false);
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        if streamed_since.is_some_and(|t: Instant| t.elapsed() >= BACKOFF_RESET_AFTER) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        if let ReplicationError::SlotActive { .. } = err {
+            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64,
+                "waiting for the replication slot to be released");
+        } else {
+            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64,
+                "replication interrupted; reconnecting");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = runner.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// An XLogData batch (or the session marker) read but not yet accepted by the channel.
+struct Pending {
+    item: Replicated,
+    /// XLogData in `item`.
+    count: u64,
+    /// Highest server position in the read that produced `item`.
+    server_end: Lsn,
+}
+
+/// When to send the next status update.
+struct Clock {
+    last_status: Instant,
+    /// Progress or the server position moved since the last status update.
+    dirty: bool,
+    /// Last time the server was heard (or reading resumed after waiting for the pipeline).
+    last_heard: Instant,
+}
+
+impl Clock {
+    fn deadline(&self) -> Instant {
+        self.last_status
+            + if self.dirty {
+                STATUS_COALESCE
+            } else {
+                STATUS_INTERVAL
+            }
+    }
+}
+
+struct Runner {
+    db: DatabaseConfig,
+    out: mpsc::Sender<Replicated>,
+    progress: watch::Receiver<Progress>,
+    health: Health,
+    shutdown: CancellationToken,
+    feedback: Feedback,
+    system_id: Option<String>,
+}
+
+impl Runner {
+    /// One connection: set up, stream, and on shutdown end cleanly. `Ok` means stop running.
+    async fn session(
+        &mut self,
+        tls: &TlsPolicy,
+        streamed_since: &mut Option<Instant>,
+    ) -> Result<(), ReplicationError> {
+        let shutdown = self.shutdown.clone();
+        let (mut conn, start) = tokio::select! {
+            setup = self.setup(tls) => setup?,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        *streamed_since = Some(Instant::now());
+        self.stream(&mut conn, start).await?;
+        conn.terminate().await;
+        Ok(())
+    }
+
+    /// Connects and runs everything up to CopyBoth. Returns the connection and the position
+    /// streaming starts from.
+    async fn setup(&mut self, tls: &TlsPolicy) -> Result<(Conn, Lsn), ReplicationError> {
+        let db = &self.db;
+        let mut conn = Conn::connect(db, tls).await?;
+        let reclassify = |e: ReplicationError| match e {
+            ReplicationError::Server(e) => conn::classify(e, db),
+            other => other,
+        };
+        let system = slot::identify_system(&mut conn).await.map_err(reclassify)?;
+        if let Some(previous) = &self.system_id
+            && previous != &system.system_id
+        {
+            tracing::warn!(previous = %previous, now = %system.system_id,
+                "connected to a different PostgreSQL cluster than before (failover or restore?)");
+        }
+        self.system_id = Some(system.system_id.clone());
+        let version = slot::check_server(&mut conn).await.map_err(reclassify)?;
+        let dbname = if system.dbname.is_empty() {
+            db.pg.get_dbname().unwrap_or_default().to_owned()
+        } else {
+            system.dbname.clone()
+        };
+        slot::check_publication(&mut conn, db, &dbname)
+            .await
+            .map_err(reclassify)?;
+        let found = slot::ensure_slot(&mut conn, db, &dbname, version)
+            .await
+            .map_err(reclassify)?;
+        if found.created {
+            tracing::info!(slot = %db.slot, at = %found.confirmed_flush,
+                "created the replication slot");
+        }
+        conn.start_copy_both(&slot::start_replication_command(
+            &db.slot,
+            &db.publication,
+            version,
+        ))
+        .await
+        .map_err(reclassify)?;
+        tracing::info!(
+            target_db = %conn.target,
+            slot = %db.slot,
+            publication = %db.publication,
+            start = %found.confirmed_flush,
+            server_wal = %system.xlog_pos,
+            timeline = %system.timeline,
+            tls = conn.tls,
+            walsender_pid = conn.backend_pid,
+            "streaming changes"
+        );
+        Ok((conn, found.confirmed_flush))
+    }
+
+    /// CopyBoth: read, hand on, confirm, until shutdown (Ok) or a failure (Err).
+    async fn stream(&mut self, conn: &mut Conn, start: Lsn) -> Result<(), ReplicationError> {
+        self.feedback.new_session(start);
+        self.health.set_streaming(true);
+        self.health.set_server_lsn(start);
+        self.health
+            .set_confirmed_lsn(self.feedback.last_confirmed());
+        let shutdown = self.shutdown.clone();
+        // A handle of our own: a reserved slot borrows the sender while `self` is used.
+        let out = self.out.clone();
+        let mut pending = Some(Pending {
+            item: Replicated::Session { start },
+            count: 0,
+            server_end: start,
+        });
+        let now = Instant::now();
+        let mut clock = Clock {
+            last_status: now,
+            dirty: true,
+            last_heard: now,
+        };
+        loop {
+            let deadline = clock.deadline();
+            tokio::select! {
+                () = shutdown.cancelled() => return self.finish(conn, true).await,
+                permit = out.reserve(), if pending.is_some() => {
+                    let Ok(permit) = permit else {
+                        tracing::debug!("the pipeline closed its input; ending the stream");
+                        return self.finish(conn, false).await;
+                    };
+                    if let Some(p) = pending.take() {
+                        permit.send(p.item);
+                        self.feedback.handed(p.count, p.server_end);
+                    }
+                    // Nothing was read while the pipeline was full; the server was not silent.
+                    clock.last_heard = Instant::now();
+                    clock.dirty = true;
+                }
+                read = conn.read_more(), if pending.is_none() => {
+                    read?;
+                    clock.last_heard = Instant::now();
+                    let reply_requested = self.take_frames(conn, &mut pending)?;
+                    if reply_requested {
+                        self.send_status(conn, false).await?;
+                        clock.last_status = Instant::now();
+                        clock.dirty = false;
+                    } else {
+                        clock.dirty = true;
+                    }
+                }
+                changed = self.progress.changed() => {
+                    if changed.is_err() {
+                        tracing::debug!("the pipeline dropped its progress; ending the stream");
+                        return self.finish(conn, false).await;
+                    }
+                    clock.dirty = true;
+                }
+                () = sleep_until(deadline) => {}
+            }
+            // Checked after every event, so a stream that always has data to read still
+            // confirms on time.
+            if Instant::now() >= clock.deadline() {
+                self.tick(conn, &mut clock, pending.is_none()).await?;
+            }
+        }
+    }
+
+    /// The status-update timer fired: confirm if the position moved or the interval elapsed,
+    /// probe a silent server, and give up on one silent for too long.
+    async fn tick(
+        &mut self,
+        conn: &mut Conn,
+        clock: &mut Clock,
+        reading: bool,
+    ) -> Result<(), ReplicationError> {
+        let silent = clock.last_heard.elapsed();
+        if reading && silent >= SILENCE_LIMIT {
+            return Err(conn.lost(format!(
+                "no message from the server for {} s",
+                silent.as_secs()
+            )));
+        }
+        let probe = reading && silent >= SILENCE_PROBE;
+        let position = self.feedback.flush_position(&self.progress.borrow());
+        if probe
+            || position > self.feedback.last_confirmed()
+            || clock.last_status.elapsed() >= STATUS_INTERVAL
+        {
+            self.send_status(conn, probe).await?;
+            clock.last_status = Instant::now();
+        }
+        clock.dirty = false;
+        Ok(())
+    }
+
+    /// Splits what was read into XLogData (a pending batch) and keepalives. Returns whether the
+    /// server asked for an immediate status update.
+    fn take_frames(
+        &mut self,
+        conn: &mut Conn,
+        pending: &mut Option<Pending>,
+    ) -> Result<bool, ReplicationError> {
+        let mut batch = Vec::new();
+        let mut server_end = Lsn::ZERO;
+        let mut reply_requested = false;
+        while let Some(frame) =
+            copy_both::next_frame(&mut conn.read_buf).map_err(ReplicationError::Protocol)?
+        {
+            match frame {
+                Frame::CopyData(data) => {
+                    match copy_both::parse_copy_data(data).map_err(ReplicationError::Protocol)? {
+                        ReplicationMessage::XLogData(x) => {
+                            server_end = server_end.max(x.wal_end);
+                            batch.push(x);
+                        }
+                        ReplicationMessage::Keepalive(k) => {
+                            server_end = server_end.max(k.wal_end);
+                            reply_requested |= k.reply_requested;
+                        }
+                    }
+                }
+                Frame::Other(Message::ErrorResponse(body)) => {
+                    return Err(conn::classify(conn::server_error(&body), &self.db));
+                }
+                Frame::Other(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {}
+                // A walsender that stops (server shutdown, slot dropped) ends the COPY; during a
+                // shutdown it sends CommandComplete once everything sent was acknowledged.
+                Frame::Other(
+                    Message::CopyDone | Message::CommandComplete(_) | Message::ReadyForQuery(_),
+                ) => {
+                    return Err(conn.lost("the server ended the replication stream".to_owned()));
+                }
+                Frame::Other(other) => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "{} during streaming",
+                        copy_both::message_name(&other)
+                    )));
+                }
+                Frame::CopyBothResponse => {
+                    return Err(ReplicationError::Protocol(
+                        "CopyBothResponse during streaming".to_owned(),
+                    ));
+                }
+            }
+        }
+        if server_end > Lsn::ZERO {
+            self.health.set_server_lsn(server_end);
+        }
+        if batch.is_empty() {
+            // Keepalives only: nothing waits to be handed on, so their position counts now.
+            self.feedback.handed(0, server_end);
+        } else {
+            *pending = Some(Pending {
+                count: batch.len() as u64,
+                item: Replicated::Data(batch),
+                server_end,
+            });
+        }
+        Ok(reply_requested)
+    }
+
+    /// Sends a standby status update with the position [`Feedback`] allows.
+    async fn send_status(
+        &mut self,
+        conn: &mut Conn,
+        reply_requested: bool,
+    ) -> Result<(), ReplicationError> {
+        let progress = *self.progress.borrow();
+        let flushed = self.feedback.flush_position(&progress);
+        let update = StatusUpdate {
+            written: flushed.max(self.feedback.server_end()),
+            flushed,
+            applied: flushed,
+            now: copy_both::pg_now(),
+            reply_requested,
+        };
+        copy_both::put_status_update(conn.buffer(), &update);
+        timeout(WRITE_TIMEOUT, conn.flush())
+            .await
+            .map_err(|_| conn.lost("a status update could not be written".to_owned()))??;
+        self.feedback.confirmed(flushed);
+        self.health.set_confirmed_lsn(flushed);
+        tracing::trace!(%flushed, reply_requested, "status update sent");
+        Ok(())
+    }
+
+    /// Ends the stream on shutdown: waits (bounded) for the pipeline to hand on everything sent
+    /// when `drain`, confirms the final position, and exchanges CopyDone with the server.
+    /// Failures here are logged, not returned: the process is stopping either way, and whatever
+    /// was not confirmed is sent again next time.
+    async fn finish(&mut self, conn: &mut Conn, drain: bool) -> Result<(), ReplicationError> {
+        self.health.set_streaming(false);
+        if drain {
+            self.drain(conn).await;
+        }
+        match self.end_stream(conn).await {
+            Ok(()) => tracing::info!(confirmed = %self.feedback.last_confirmed(),
+                "replication stream ended"),
+            Err(e) => tracing::warn!(error = %e, confirmed = %self.feedback.last_confirmed(),
+                "the replication stream did not end cleanly"),
+        }
+        Ok(())
+    }
+
+    /// Waits until the pipeline has handed on everything sent, at most [`SHUTDOWN_DRAIN`].
+    /// Status updates keep going meanwhile (nothing is read now, so the server's keepalive
+    /// requests go unseen), or the server would time the connection out before the final one.
+    async fn drain(&mut self, conn: &mut Conn) {
+        let deadline = Instant::now() + SHUTDOWN_DRAIN;
+        loop {
+            let handed = self.progress.borrow_and_update().handed;
+            if handed >= self.feedback.sent() {
+                return;
+            }
+            if self.send_status(conn, false).await.is_err() {
+                return;
+            }
+            let next_status = Instant::now() + STATUS_INTERVAL;
+            tokio::select! {
+                changed = self.progress.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_until(next_status) => {}
+                () = sleep_until(deadline) => {
+                    tracing::warn!(
+                        sent = self.feedback.sent(),
+                        handed,
+                        "the pipeline did not hand on everything before shutdown; the rest is \
+                         sent again next time"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn end_stream(&mut self, conn: &mut Conn) -> Result<(), ReplicationError> {
+        self.send_status(conn, false).await?;
+        frontend::copy_done(conn.buffer());
+        timeout(WRITE_TIMEOUT, conn.flush())
+            .await
+            .map_err(|_| conn.lost("CopyDone could not be written".to_owned()))??;
+        let wait_for_server = async {
+            loop {
+                match conn.read_message().await? {
+                    // Data sent before the server saw CopyDone: not handed on, so not
+                    // confirmed; it comes again next time.
+                    Frame::CopyData(_) => {}
+                    Frame::Other(Message::ReadyForQuery(_)) => return Ok(()),
+                    Frame::Other(Message::ErrorResponse(body)) => {
+                        return Err(ReplicationError::Server(conn::server_error(&body)));
+                    }
+                    Frame::Other(_) | Frame::CopyBothResponse => {}
+                }
+            }
+        };
+        timeout(SHUTDOWN_SERVER, wait_for_server)
+            .await
+            .map_err(|_| ReplicationError::ConnectionLost {
+                target: self.db.display_target(),
+                reason: "the server did not end the stream after CopyDone".to_owned(),
+            })?
+    }
 }

@@ -1,0 +1,19 @@
+//! The integration tests, one binary. Each module talks to real PostgreSQL clusters started by
+//! `support::pg`; nothing is mocked.
+
+// A panic here is a failing test, not a crash on real input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// Test infrastructure: TempCluster, TestDb, waiting with deadlines.
+#[allow(dead_code)] // helpers serve every test module; not each one uses all of them
+mod support;
+// pg::connect: ordinary SQL sessions, TLS per sslmode, error messages.
+mod connect;
+// The replication client: decoding, ordering, login, TLS, slots, durability, reconnects.
+mod replication;
+// The Strapi model over the real stream: actions and REST payloads of replayed Strapi writes.
+mod model;
+// The whole bridge with real Socket.IO clients: handshakes, rooms, live access changes.
+mod server;
+// Custom events: pg_logical_emit_message through the stream, and the HTTP emit API.
+mod custom;

@@ -1,0 +1,281 @@
+//! Real Socket.IO clients for the tests: the `rust_socketio` crate ([`SioClient`]) and the npm
+//! `socket.io-client` that Strapi users run, through `tests/node/listen.mjs` ([`NodeClient`]).
+//! Both push what they receive into a channel; tests assert order and count.
+//!
+//! "Receives nothing else" is shown by order, not by waiting: after the changes under test the
+//! test writes a marker row (or emits a marker message) that every client may receive; the
+//! marker must be the next thing the client sees.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::Location;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload as SioPayload};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// How long one wait for a message may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// What a client saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    /// The handshake was accepted.
+    Connected,
+    /// The handshake was refused with this message.
+    ConnectError(String),
+    /// An event with its arguments.
+    Event(String, Vec<Value>),
+    /// The connection closed.
+    Closed,
+    /// Anything else the client reported.
+    Other(String),
+}
+
+/// A `rust_socketio` client.
+pub struct SioClient {
+    client: Client,
+    rx: mpsc::UnboundedReceiver<Got>,
+}
+
+fn values(payload: SioPayload) -> Vec<Value> {
+    match payload {
+        SioPayload::Text(values) => values,
+        SioPayload::Binary(bytes) => vec![json!({ "binary": bytes.len() })],
+        #[allow(deprecated)]
+        SioPayload::String(s) => vec![serde_json::from_str(&s).unwrap_or(Value::String(s))],
+    }
+}
+
+/// `connect_error` reaches rust_socketio's error callback as
+/// `Received an ConnectError frame: {"message":"..."}`.
+fn error_event(payload: SioPayload) -> Got {
+    let text = match values(payload).into_iter().next() {
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    match text.strip_prefix("Received an ConnectError frame: ") {
+        Some(json) => Got::ConnectError(
+            serde_json::from_str::<Value>(json)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| json.to_owned()),
+        ),
+        None => Got::Other(text),
+    }
+}
+
+impl SioClient {
+    /// Connects with `auth` (e.g. `{"token": "..."}`), without waiting for the answer.
+    pub async fn connect(addr: SocketAddr, auth: Value) -> SioClient {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (on_connect, on_error, on_close, on_any) = (tx.clone(), tx.clone(), tx.clone(), tx);
+        let client = ClientBuilder::new(format!("http://{addr}/"))
+            .auth(auth)
+            .reconnect(false)
+            .on(Event::Connect, move |_, _| {
+                let tx = on_connect.clone();
+                async move {
+                    let _ = tx.send(Got::Connected);
+                }
+                .boxed()
+            })
+            .on(Event::Error, move |p, _| {
+                let tx = on_error.clone();
+                async move {
+                    let _ = tx.send(error_event(p));
+                }
+                .boxed()
+            })
+            .on(Event::Close, move |_, _| {
+                let tx = on_close.clone();
+                async move {
+                    let _ = tx.send(Got::Closed);
+                }
+                .boxed()
+            })
+            .on_any(move |event, p, _| {
+                let tx = on_any.clone();
+                async move {
+                    let _ = tx.send(Got::Event(event.to_string(), values(p)));
+                }
+                .boxed()
+            })
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("client cannot reach the bridge: {e}"));
+        SioClient { client, rx }
+    }
+
+    /// Connects and waits until the handshake is accepted.
+    #[track_caller]
+    pub fn connected(addr: SocketAddr, auth: Value) -> impl Future<Output = SioClient> {
+        let at = Location::caller();
+        async move {
+            let mut c = SioClient::connect(addr, auth).await;
+            match c.next().await {
+                Got::Connected => c,
+                other => panic!("{at}: expected a connection, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next thing received.
+    #[track_caller]
+    pub fn next(&mut self) -> impl Future<Output = Got> + '_ {
+        let at = Location::caller();
+        async move {
+            match tokio::time::timeout(WAIT, self.rx.recv()).await {
+                Ok(Some(got)) => got,
+                Ok(None) => panic!("{at}: client channel closed"),
+                Err(_) => panic!("{at}: nothing received within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The next message must be `event`; returns its single argument.
+    #[track_caller]
+    pub fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
+        let at = Location::caller();
+        let event = event.to_owned();
+        async move {
+            match self.next().await {
+                Got::Event(name, mut args) if name == event && args.len() == 1 => args.remove(0),
+                other => panic!("{at}: expected {event} with one argument, got {other:?}"),
+            }
+        }
+    }
+
+    /// Emits an event to the server.
+    pub async fn emit(&self, event: &str, data: Value) {
+        self.client
+            .emit(event, data)
+            .await
+            .unwrap_or_else(|e| panic!("emit {event}: {e}"));
+    }
+
+    /// Disconnects.
+    pub async fn close(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+/// The npm `socket.io-client` (4.8), run through `tests/node/listen.mjs`: one JSON line per
+/// event.
+pub struct NodeClient {
+    child: Child,
+    rx: mpsc::UnboundedReceiver<Got>,
+}
+
+/// Whether the npm client is installed (`npm ci` in `tests/node`).
+pub fn node_client_installed() -> bool {
+    node_dir().join("node_modules/socket.io-client").is_dir()
+}
+
+fn node_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+impl NodeClient {
+    /// Starts `listen.mjs` against `addr` with `args` (e.g. `["--token", t]`). Panics with the
+    /// reason when Node or the npm packages are missing: `.ci/run` installs them.
+    pub async fn connect(addr: SocketAddr, args: &[&str]) -> NodeClient {
+        assert!(
+            node_client_installed(),
+            "the npm socket.io-client is not installed: run `npm ci` in tests/node (.ci/run does)"
+        );
+        let mut child = Command::new("node")
+            .arg(node_dir().join("listen.mjs"))
+            .args(["--url", &format!("http://{addr}"), "--timeout", "60000"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let got = if line == "connect" {
+                    Got::Connected
+                } else if let Some(msg) = line.strip_prefix("connect_error ") {
+                    Got::ConnectError(msg.to_owned())
+                } else if line.starts_with("disconnect") {
+                    Got::Closed
+                } else if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    match (v.get("event").and_then(Value::as_str), v.get("data")) {
+                        (Some(event), Some(data)) => {
+                            Got::Event(event.to_owned(), vec![data.clone()])
+                        }
+                        _ => Got::Other(line),
+                    }
+                } else {
+                    Got::Other(line)
+                };
+                if tx.send(got).is_err() {
+                    break;
+                }
+            }
+        });
+        NodeClient { child, rx }
+    }
+
+    /// Connects and waits until the handshake is accepted.
+    #[track_caller]
+    pub fn connected<'a>(
+        addr: SocketAddr,
+        args: &'a [&'a str],
+    ) -> impl Future<Output = NodeClient> + 'a {
+        let at = Location::caller();
+        async move {
+            let mut c = NodeClient::connect(addr, args).await;
+            match c.next().await {
+                Got::Connected => c,
+                other => panic!("{at}: expected a connection, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next thing received.
+    #[track_caller]
+    pub fn next(&mut self) -> impl Future<Output = Got> + '_ {
+        let at = Location::caller();
+        async move {
+            match tokio::time::timeout(WAIT, self.rx.recv()).await {
+                Ok(Some(got)) => got,
+                Ok(None) => panic!("{at}: the node client exited"),
+                Err(_) => panic!("{at}: nothing received within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The next message must be `event`; returns its argument.
+    #[track_caller]
+    pub fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
+        let at = Location::caller();
+        let event = event.to_owned();
+        async move {
+            match self.next().await {
+                Got::Event(name, mut args) if name == event => args.remove(0),
+                other => panic!("{at}: expected {event}, got {other:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for NodeClient {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
