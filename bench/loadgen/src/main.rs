@@ -62,9 +62,10 @@ pub struct Args {
     /// Latency: connected clients (spread over Public, Authenticated, Editor).
     #[arg(long)]
     pub latency_clients: Option<usize>,
-    /// Latency: single-row commits per second.
-    #[arg(long)]
-    pub latency_rate: Option<f64>,
+    /// Latency: single-row commits per second, comma-separated for several measurements (the
+    /// first is the one held against the goals).
+    #[arg(long, default_value = "200,20")]
+    pub latency_rate: String,
     /// Latency: seconds of measurement.
     #[arg(long)]
     pub latency_seconds: Option<f64>,
@@ -208,7 +209,19 @@ async fn run(args: Args) -> Result<()> {
         template: std::sync::Mutex::new(None),
         args: args.clone(),
     };
-    let mut rep = Report::new(machine_and_versions(&args), args.quick);
+    // Anything else running would be measured too: say how busy the machine was beforehand.
+    let before = proc::MachineCpu::now();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let busy_before = proc::MachineCpu::now().busy_since(&before);
+    let mut info = machine_and_versions(&args);
+    info["machine"]["busy_fraction_before_run"] = json!((busy_before * 1000.0).round() / 1000.0);
+    if busy_before > 0.1 {
+        println!(
+            "WARNING: the machine was {:.0} % busy before the run; the figures include that load",
+            busy_before * 100.0
+        );
+    }
+    let mut rep = Report::new(info, args.quick);
     println!(
         "strapi-io-bench: phases {} ({} mode); servers' logs in {}",
         phases.join(", "),

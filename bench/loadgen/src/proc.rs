@@ -157,3 +157,46 @@ pub async fn wait_until(deadline: Instant, every: Duration, mut cond: impl FnMut
         tokio::time::sleep(every).await;
     }
 }
+
+/// The machine's CPU time by kind, from the first line of `/proc/stat` (jiffies).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    v: [u64; 8],
+}
+
+impl MachineCpu {
+    pub fn now() -> MachineCpu {
+        let mut m = MachineCpu::default();
+        if let Ok(text) = std::fs::read_to_string("/proc/stat")
+            && let Some(line) = text.lines().next()
+        {
+            for (i, x) in line.split_whitespace().skip(1).take(8).enumerate() {
+                m.v[i] = x.parse().unwrap_or(0);
+            }
+        }
+        m
+    }
+
+    /// Shares of all cores' time since `earlier`, by kind (user, system, softirq, …), in JSON.
+    pub fn since(&self, earlier: &MachineCpu) -> serde_json::Value {
+        let d: Vec<f64> = (0..8)
+            .map(|i| self.v[i].saturating_sub(earlier.v[i]) as f64)
+            .collect();
+        let total: f64 = d.iter().sum::<f64>().max(1.0);
+        let names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+        let mut m = serde_json::Map::new();
+        for (n, v) in names.iter().zip(&d) {
+            m.insert((*n).to_owned(), serde_json::json!(((v / total) * 1000.0).round() / 1000.0));
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Busy share (all but idle and iowait) since `earlier`.
+    pub fn busy_since(&self, earlier: &MachineCpu) -> f64 {
+        let d: Vec<f64> = (0..8)
+            .map(|i| self.v[i].saturating_sub(earlier.v[i]) as f64)
+            .collect();
+        let total: f64 = d.iter().sum::<f64>().max(1.0);
+        (total - d[3] - d[4]) / total
+    }
+}
