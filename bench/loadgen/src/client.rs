@@ -80,7 +80,11 @@ async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> Result<String> {
     }
 }
 
-async fn handshake(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<WebSocketStream<TcpStream>> {
+async fn handshake(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<WebSocketStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
     tcp.set_nodelay(true)?;
     let url = format!("ws://{addr}{path}/?EIO=4&transport=websocket");
@@ -127,7 +131,11 @@ fn event_id(frame: &[u8]) -> Option<u32> {
     any.then_some(n)
 }
 
-async fn serve(mut ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, captured: Arc<OnceLock<String>>) {
+async fn serve(
+    mut ws: WebSocketStream<TcpStream>,
+    shared: Arc<Shared>,
+    captured: Arc<OnceLock<String>>,
+) {
     while let Some(msg) = ws.next().await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
@@ -159,7 +167,12 @@ async fn serve(mut ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, captured
 impl Swarm {
     /// Connects one client per spec to the Socket.IO server at `addr`, `concurrency`
     /// handshakes at a time, and returns once every handshake has ended.
-    pub async fn connect(addr: SocketAddr, path: &str, specs: &[Spec], concurrency: usize) -> Result<Swarm> {
+    pub async fn connect(
+        addr: SocketAddr,
+        path: &str,
+        specs: &[Spec],
+        concurrency: usize,
+    ) -> Result<Swarm> {
         let sem = Arc::new(Semaphore::new(concurrency.max(1)));
         let captured: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let mut clients = Vec::with_capacity(specs.len());
@@ -211,7 +224,10 @@ impl Swarm {
             }
         }
         if let Some(e) = first_error {
-            eprintln!("    {failed} of {} handshakes failed; first: {e:#}", specs.len());
+            eprintln!(
+                "    {failed} of {} handshakes failed; first: {e:#}",
+                specs.len()
+            );
         }
         Ok(Swarm {
             clients,
@@ -298,7 +314,9 @@ mod tests {
     #[test]
     fn reads_the_first_id() {
         assert_eq!(
-            event_id(br#"42["message:create",{"data":{"id":1234,"attributes":{"id":5}},"meta":{}}]"#),
+            event_id(
+                br#"42["message:create",{"data":{"id":1234,"attributes":{"id":5}},"meta":{}}]"#
+            ),
             Some(1234)
         );
         assert_eq!(event_id(b"2"), None);

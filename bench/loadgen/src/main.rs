@@ -147,13 +147,18 @@ fn machine_and_versions(args: &Args) -> serde_json::Value {
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
-    let socketio = std::fs::read_to_string(args.node_dir.join("node_modules/socket.io/package.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["version"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let socketio =
+        std::fs::read_to_string(args.node_dir.join("node_modules/socket.io/package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+            .unwrap_or_default();
     let (soft, hard) = proc::nofile_limit();
     json!({
         "machine": {
@@ -229,8 +234,18 @@ async fn run(args: Args) -> Result<()> {
         args.work_dir.display()
     );
     for phase in &phases {
+        let b0 = proc::MachineCpu::now();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let busy = proc::MachineCpu::now().busy_since(&b0);
+        rep.phase_busy(phase, busy);
         let t = Instant::now();
         println!("\n==> phase {phase}");
+        if busy > 0.1 {
+            println!(
+                "    WARNING: the machine is {:.0} % busy before this phase (something else is running)",
+                busy * 100.0
+            );
+        }
         let res = match phase.as_str() {
             "latency" => phases::latency::run(&ctx, &mut rep).await,
             "throughput" => phases::throughput::run(&ctx, &mut rep).await,

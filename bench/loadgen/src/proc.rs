@@ -100,7 +100,7 @@ pub fn nofile_limit() -> (u64, u64) {
     if rc != 0 {
         return (0, 0);
     }
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a private machine).
@@ -146,7 +146,11 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
 }
 
 /// Polls `cond` every `every` until it holds or `deadline` passes; whether it held.
-pub async fn wait_until(deadline: Instant, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub async fn wait_until(
+    deadline: Instant,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
     loop {
         if cond() {
             return true;
@@ -183,10 +187,15 @@ impl MachineCpu {
             .map(|i| self.v[i].saturating_sub(earlier.v[i]) as f64)
             .collect();
         let total: f64 = d.iter().sum::<f64>().max(1.0);
-        let names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+        let names = [
+            "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+        ];
         let mut m = serde_json::Map::new();
         for (n, v) in names.iter().zip(&d) {
-            m.insert((*n).to_owned(), serde_json::json!(((v / total) * 1000.0).round() / 1000.0));
+            m.insert(
+                (*n).to_owned(),
+                serde_json::json!(((v / total) * 1000.0).round() / 1000.0),
+            );
         }
         serde_json::Value::Object(m)
     }

@@ -83,6 +83,17 @@ impl Report {
         }
     }
 
+    /// How busy the machine was (all cores, 0–1) in the half second before a phase.
+    pub fn phase_busy(&mut self, phase: &str, busy: f64) {
+        let map = self
+            .json
+            .entry("machine_busy_before_phase")
+            .or_insert_with(|| json!({}));
+        if let Value::Object(m) = map {
+            m.insert(phase.to_owned(), json!((busy * 1000.0).round() / 1000.0));
+        }
+    }
+
     pub fn total_seconds(&mut self, secs: f64) {
         self.json
             .insert("runner_seconds".into(), json!((secs * 10.0).round() / 10.0));
@@ -90,7 +101,14 @@ impl Report {
 
     pub fn phase_error(&mut self, phase: &str, error: &str) {
         self.errors.push((phase.to_owned(), error.to_owned()));
-        self.row(phase, "PHASE FAILED", error.lines().next().unwrap_or(""), "", "", Some(false));
+        self.row(
+            phase,
+            "PHASE FAILED",
+            error.lines().next().unwrap_or(""),
+            "",
+            "",
+            Some(false),
+        );
     }
 
     pub fn has_errors(&self) -> bool {
@@ -99,7 +117,14 @@ impl Report {
 
     /// Prints the table.
     pub fn print(&self) {
-        let headers = ["phase", "figure", "value", "baseline / reference", "goal", ""];
+        let headers = [
+            "phase",
+            "figure",
+            "value",
+            "baseline / reference",
+            "goal",
+            "",
+        ];
         let cells: Vec<[String; 6]> = self
             .rows
             .iter()
@@ -140,7 +165,10 @@ impl Report {
         if let (Some(m), Some(v)) = (self.json.get("machine"), self.json.get("versions")) {
             println!(
                 "machine: {} cores, {}, {} MB, kernel {}",
-                m["cores"], m["cpu_model"].as_str().unwrap_or(""), m["memory_mb"], m["kernel"].as_str().unwrap_or("")
+                m["cores"],
+                m["cpu_model"].as_str().unwrap_or(""),
+                m["memory_mb"],
+                m["kernel"].as_str().unwrap_or("")
             );
             println!(
                 "versions: {}; {}; node {}, socket.io {}; {}",

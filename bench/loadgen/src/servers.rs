@@ -164,7 +164,10 @@ impl Server {
                 r?;
             }
             Err(_) => {
-                eprintln!("    {} did not stop within 15 s of SIGTERM; killing it", self.name);
+                eprintln!(
+                    "    {} did not stop within 15 s of SIGTERM; killing it",
+                    self.name
+                );
                 self.child.kill().await?;
             }
         }

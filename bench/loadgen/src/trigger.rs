@@ -150,7 +150,10 @@ pub async fn bulk_insert(client: &Client, rows: u64, batch: u64, marker: &str) -
     while from <= rows {
         let to = (from + batch - 1).min(rows);
         let row = client
-            .query_one(&stmt, &[&(from as i32), &(to as i32), &marker, &BODY, &(rows as i32)])
+            .query_one(
+                &stmt,
+                &[&(from as i32), &(to as i32), &marker, &BODY, &(rows as i32)],
+            )
             .await
             .context("bulk insert")?;
         let lo: i32 = row.get(0);

@@ -96,7 +96,7 @@ struct Outcome {
 
 impl Outcome {
     fn best(&self) -> Option<&Step> {
-        self.steps.iter().filter(|s| s.sustained).last()
+        self.steps.iter().rfind(|s| s.sustained)
     }
 }
 
@@ -130,7 +130,10 @@ async fn step(
         (Some(a), Some(b)) if b.t > a.t => (fired.len() - 1) as f64 * 1e6 / f64::from(b.t - a.t),
         _ => f64::NAN,
     };
-    let last_event_ms = an.completion.last().map_or(f64::NAN, |c| *c as f64 / 1000.0);
+    let last_event_ms = an
+        .completion
+        .last()
+        .map_or(f64::NAN, |c| *c as f64 / 1000.0);
     let mut comp = an.completion.clone();
     comp.sort_unstable();
     let sustained = an.lost() == 0 && last_event_ms <= limit_ms;
@@ -190,7 +193,11 @@ async fn one(ctx: &Ctx, kind: Kind, clients: usize) -> Result<Outcome> {
     let connect_s = t.elapsed().as_secs_f64();
     let connected = swarm.len() - swarm.failed;
     if swarm.failed > 0 {
-        bail!("{} of {clients} clients could not connect to {}", swarm.failed, kind.name());
+        bail!(
+            "{} of {clients} clients could not connect to {}",
+            swarm.failed,
+            kind.name()
+        );
     }
     // Let the handshake work settle before measuring CPU.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -214,7 +221,9 @@ async fn one(ctx: &Ctx, kind: Kind, clients: usize) -> Result<Outcome> {
         "    single event to all {connected}: p50 {single_ms:.1} ms; sustained means the last event within {limit_ms:.0} ms"
     );
 
-    let step_s = a.fanout_step_seconds.unwrap_or(if a.quick { 2.0 } else { 4.0 });
+    let step_s = a
+        .fanout_step_seconds
+        .unwrap_or(if a.quick { 2.0 } else { 4.0 });
     let start_msgs = if clients >= 5000 { 20_000.0 } else { 10_000.0 };
     let mut rate = start_msgs / clients as f64;
     let mut steps = Vec::new();
@@ -316,7 +325,14 @@ fn report_pair(rep: &mut Report, p: &str, b: &Outcome, n: &Outcome) {
         None,
     );
     let (Some(bb), Some(nb)) = (b.best(), n.best()) else {
-        rep.row(p, format!("{clients} cl.: no sustained step"), "", "", "", Some(false));
+        rep.row(
+            p,
+            format!("{clients} cl.: no sustained step"),
+            "",
+            "",
+            "",
+            Some(false),
+        );
         return;
     };
     rep.row(
@@ -334,15 +350,26 @@ fn report_pair(rep: &mut Report, p: &str, b: &Outcome, n: &Outcome) {
     rep.row(
         p,
         format!("{clients} cl.: last event → last client"),
-        format!("{:.1} ms (single event {:.1} ms)", bb.last_event_ms, b.single_ms),
-        format!("node: {:.1} ms (single event {:.1} ms)", nb.last_event_ms, n.single_ms),
+        format!(
+            "{:.1} ms (single event {:.1} ms)",
+            bb.last_event_ms, b.single_ms
+        ),
+        format!(
+            "node: {:.1} ms (single event {:.1} ms)",
+            nb.last_event_ms, n.single_ms
+        ),
         "",
         None,
     );
     rep.row(
         p,
         format!("{clients} cl.: server CPU per msg at its best"),
-        format!("{:.2} µs ({:.0} % core, load tool {:.0} %)", bb.us_per_msg, bb.server_core_frac * 100.0, bb.load_tool_core_frac * 100.0),
+        format!(
+            "{:.2} µs ({:.0} % core, load tool {:.0} %)",
+            bb.us_per_msg,
+            bb.server_core_frac * 100.0,
+            bb.load_tool_core_frac * 100.0
+        ),
         format!(
             "node: {:.2} µs ({:.0} % core); Node plugin ≈ 20 µs",
             nb.us_per_msg,
@@ -356,14 +383,19 @@ fn report_pair(rep: &mut Report, p: &str, b: &Outcome, n: &Outcome) {
         .steps
         .iter()
         .zip(&n.steps)
-        .filter(|(x, y)| x.sustained && y.sustained)
-        .last();
+        .rfind(|(x, y)| x.sustained && y.sustained);
     if let Some((x, y)) = common {
         let ratio = x.us_per_msg / y.us_per_msg;
         rep.row(
             p,
-            format!("{clients} cl.: CPU per msg at {} msgs/s (both)", thousands(x.rate * clients as f64)),
-            format!("{:.2} µs vs node {:.2} µs = {ratio:.2}×", x.us_per_msg, y.us_per_msg),
+            format!(
+                "{clients} cl.: CPU per msg at {} msgs/s (both)",
+                thousands(x.rate * clients as f64)
+            ),
+            format!(
+                "{:.2} µs vs node {:.2} µs = {ratio:.2}×",
+                x.us_per_msg, y.us_per_msg
+            ),
             "",
             "≤ 0.25×",
             Some(ratio <= 0.25),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::{ROLES, analyse, three_roles, thousands, wait_delivered};
+use super::{ROLES, analyse, thousands, three_roles, wait_delivered};
 use crate::client::Swarm;
 use crate::report::Report;
 use crate::stats::{Dist, round3};
@@ -16,14 +16,18 @@ use crate::{Ctx, proc, servers};
 
 pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let a = &ctx.args;
-    let clients = a.latency_clients.unwrap_or(if a.quick { 300 } else { 1000 });
+    let clients = a
+        .latency_clients
+        .unwrap_or(if a.quick { 300 } else { 1000 });
     let rates: Vec<f64> = a
         .latency_rate
         .split(',')
         .map(|r| r.trim().parse::<f64>())
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("--latency-rate: {e}"))?;
-    let seconds = a.latency_seconds.unwrap_or(if a.quick { 5.0 } else { 15.0 });
+    let seconds = a
+        .latency_seconds
+        .unwrap_or(if a.quick { 5.0 } else { 15.0 });
 
     let server = servers::bridge(ctx, "latency").await?;
     let swarm = Swarm::connect(server.addr, "/socket.io", &three_roles(ctx, clients), 128).await?;
@@ -61,8 +65,20 @@ async fn one_rate(
     };
     // Warm-up: the same rate for a second, and every client has it before measuring.
     let base = swarm.total_count();
-    let warm = trigger::steady(target.clone(), rate, (rate as usize).clamp(10, 200), "warm-up".into()).await?;
-    wait_delivered(swarm, base, (warm.len() * connected) as u64, Instant::now() + Duration::from_secs(15)).await;
+    let warm = trigger::steady(
+        target.clone(),
+        rate,
+        (rate as usize).clamp(10, 200),
+        "warm-up".into(),
+    )
+    .await?;
+    wait_delivered(
+        swarm,
+        base,
+        (warm.len() * connected) as u64,
+        Instant::now() + Duration::from_secs(15),
+    )
+    .await;
     if let Some(frame) = swarm.captured() {
         ctx.template.lock().map(|mut t| *t = Some(frame)).ok();
     }
@@ -76,7 +92,13 @@ async fn one_rate(
     let m0 = proc::MachineCpu::now();
     let fired = trigger::steady(target, rate, count, "latency".into()).await?;
     let expected = (fired.len() * connected) as u64;
-    let all = wait_delivered(swarm, base, expected, Instant::now() + Duration::from_secs(15)).await;
+    let all = wait_delivered(
+        swarm,
+        base,
+        expected,
+        Instant::now() + Duration::from_secs(15),
+    )
+    .await;
     let cpu1 = server.cpu();
     let self1 = proc::self_cpu_seconds();
     let m1 = proc::MachineCpu::now();
@@ -120,36 +142,74 @@ async fn one_rate(
     let p = "1 latency";
     rep.row(
         p,
-        format!("{}{connected} clients (3 roles), {rate}/s single-row commits, {seconds} s", if main { "setup: " } else { "also: " }),
+        format!(
+            "{}{connected} clients (3 roles), {rate}/s single-row commits, {seconds} s",
+            if main { "setup: " } else { "also: " }
+        ),
         format!("{} msgs/s delivered", thousands(an.delivered as f64 / wall)),
         "",
         "",
         None,
     );
-    let goal = |g: &str, ok: bool| if main { (g.to_owned(), Some(ok)) } else { (String::new(), None) };
+    let goal = |g: &str, ok: bool| {
+        if main {
+            (g.to_owned(), Some(ok))
+        } else {
+            (String::new(), None)
+        }
+    };
     let (g, m) = goal("≤ 3 ms", dist.p50 <= 3.0);
     rep.row(
         p,
         format!("commit → client p50 @{rate}/s"),
         format!("{:.2} ms", dist.p50),
-        if main { "Node plugin in Strapi: 7–12 ms (1,000 cl.), 4.2 ms (100 cl.)" } else { "" },
+        if main {
+            "Node plugin in Strapi: 7–12 ms (1,000 cl.), 4.2 ms (100 cl.)"
+        } else {
+            ""
+        },
         g,
         m,
     );
-    rep.row(p, format!("commit → client p90 @{rate}/s"), format!("{:.2} ms", dist.p90), "", "", None);
+    rep.row(
+        p,
+        format!("commit → client p90 @{rate}/s"),
+        format!("{:.2} ms", dist.p90),
+        "",
+        "",
+        None,
+    );
     let (g, m) = goal("≤ 10 ms", dist.p99 <= 10.0);
     rep.row(
         p,
         format!("commit → client p99 @{rate}/s"),
         format!("{:.2} ms", dist.p99),
-        if main { "Node plugin in Strapi: 17–28 ms (1,000 cl.), 7.8 ms (100 cl.)" } else { "" },
+        if main {
+            "Node plugin in Strapi: 17–28 ms (1,000 cl.), 7.8 ms (100 cl.)"
+        } else {
+            ""
+        },
         g,
         m,
     );
-    rep.row(p, format!("commit → client max @{rate}/s"), format!("{:.2} ms", dist.max), "", "", None);
+    rep.row(
+        p,
+        format!("commit → client max @{rate}/s"),
+        format!("{:.2} ms", dist.max),
+        "",
+        "",
+        None,
+    );
     if main {
         for (role, d) in &per_role {
-            rep.row(p, format!("  {role}: p50 / p99"), format!("{:.2} / {:.2} ms", d.p50, d.p99), "", "", None);
+            rep.row(
+                p,
+                format!("  {role}: p50 / p99"),
+                format!("{:.2} / {:.2} ms", d.p50, d.p99),
+                "",
+                "",
+                None,
+            );
         }
     }
     let (g, m) = goal("0", an.lost() == 0);
@@ -176,7 +236,11 @@ async fn one_rate(
     );
     println!(
         "    p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; lost {}",
-        dist.p50, dist.p90, dist.p99, dist.max, an.lost()
+        dist.p50,
+        dist.p90,
+        dist.p99,
+        dist.max,
+        an.lost()
     );
     Ok(json)
 }

@@ -42,14 +42,22 @@ async fn idle(ctx: &Ctx, node: bool, n: usize) -> Result<(u64, u64, f64, usize)>
 
 pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let a = &ctx.args;
-    let n = a.idle_clients.unwrap_or(if a.quick { 2000 } else { 10_000 });
-    let big = a.big_rows.unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
+    let n = a
+        .idle_clients
+        .unwrap_or(if a.quick { 2000 } else { 10_000 });
+    let big = a
+        .big_rows
+        .unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
     let p = "4 memory";
 
     let (b_idle, b_with, b_per, b_conn) = idle(ctx, false, n).await?;
-    println!("    bridge: idle {b_idle} KB, {b_conn} clients {b_with} KB → {b_per:.2} KB/connection");
+    println!(
+        "    bridge: idle {b_idle} KB, {b_conn} clients {b_with} KB → {b_per:.2} KB/connection"
+    );
     let (n_idle, n_with, n_per, n_conn) = idle(ctx, true, n).await?;
-    println!("    node:   idle {n_idle} KB, {n_conn} clients {n_with} KB → {n_per:.2} KB/connection");
+    println!(
+        "    node:   idle {n_idle} KB, {n_conn} clients {n_with} KB → {n_per:.2} KB/connection"
+    );
 
     // One large transaction.
     let server = servers::bridge(ctx, "memory-big").await?;
@@ -81,13 +89,21 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let bulk = trigger::bulk_insert(&ctx.admin, big, big, &marker).await?;
     let committed = Instant::now();
     println!("    committed in {:.1} s; streaming", bulk.seconds);
-    let reached = proc::wait_until(committed + Duration::from_secs(600), Duration::from_millis(10), || {
-        swarm.all_reached(bulk.last_id)
-    })
+    let reached = proc::wait_until(
+        committed + Duration::from_secs(600),
+        Duration::from_millis(10),
+        || swarm.all_reached(bulk.last_id),
+    )
     .await;
     let stream_s = committed.elapsed().as_secs_f64();
     // A moment for stragglers, then count.
-    super::wait_delivered(&swarm, counts0, bulk.rows * 3, Instant::now() + Duration::from_secs(2)).await;
+    super::wait_delivered(
+        &swarm,
+        counts0,
+        bulk.rows * 3,
+        Instant::now() + Duration::from_secs(2),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let received = swarm.total_count() - counts0;
@@ -128,7 +144,14 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             },
         }),
     );
-    rep.row(p, "bridge RSS idle", format!("{:.1} MB", b_idle as f64 / 1024.0), format!("node socket.io: {:.1} MB", n_idle as f64 / 1024.0), "", None);
+    rep.row(
+        p,
+        "bridge RSS idle",
+        format!("{:.1} MB", b_idle as f64 / 1024.0),
+        format!("node socket.io: {:.1} MB", n_idle as f64 / 1024.0),
+        "",
+        None,
+    );
     rep.row(
         p,
         format!("bridge RSS with {b_conn} idle clients"),
@@ -156,7 +179,11 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     rep.row(
         p,
         format!("{}-row transaction: events lost", thousands(big as f64)),
-        format!("{lost} of {} ({:.1} s after commit)", thousands((bulk.rows * 3) as f64), stream_s),
+        format!(
+            "{lost} of {} ({:.1} s after commit)",
+            thousands((bulk.rows * 3) as f64),
+            stream_s
+        ),
         "",
         "0",
         Some(lost == 0 && reached),
