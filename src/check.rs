@@ -340,19 +340,22 @@ async fn check_strapi(
             None
         }
     };
+    let shown: Vec<_> = catalog
+        .content_types()
+        .filter(|ct| !ct.uid.starts_with("admin::"))
+        .collect();
+    let uid_width = shown.iter().map(|ct| ct.uid.len()).max().unwrap_or(0);
+    let table_width = shown.iter().map(|ct| ct.table.len()).max().unwrap_or(0) + 6;
     let mut lines = Vec::new();
-    for ct in catalog.content_types() {
-        if ct.uid.starts_with("admin::") {
-            continue;
-        }
+    for ct in shown {
         let actions = filter
             .as_ref()
             .map(|f| f.actions_for(ct))
             .unwrap_or_default();
         lines.push(format!(
-            "{:<34} table {:<24} {:<10} {:<17} {}",
+            "{:<uid_width$}  {:<table_width$}  {:<10} {:<18} {}",
             ct.uid,
-            ct.table,
+            format!("table {}", ct.table),
             match ct.kind {
                 crate::strapi::Kind::Collection => "collection",
                 crate::strapi::Kind::Single => "single",
@@ -607,7 +610,7 @@ async fn check_slot(
 
 fn check_auth(cfg: &Config, report: &mut Report) {
     match &cfg.auth.jwt_secret_origin {
-        Some(origin) => report.push(Finding::ok(format!("JWT_SECRET from {origin}"))),
+        Some(origin) => report.push(Finding::ok(format!("JWT_SECRET is set ({origin})"))),
         None => report.push(Finding::warning(
             "JWT_SECRET is not set: sockets with a users-permissions JWT will be refused",
             Some(

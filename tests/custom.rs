@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::support::bridge::{ALICE, Bridge, EDDIE, StrapiDb, http_client, jwt};
-use crate::support::client::{Got, SioClient};
+use crate::support::client::SioClient;
 
 const ALL: &str = "content_types = \"*\"";
 
@@ -13,22 +13,6 @@ fn emit_sql(transactional: bool, body: &str) -> String {
         "SELECT pg_logical_emit_message({transactional}, 'strapi_io', '{}')",
         body.replace('\'', "''")
     )
-}
-
-#[track_caller]
-fn expect_raw<'a>(
-    client: &'a mut SioClient,
-    event: &str,
-    data: serde_json::Value,
-) -> impl std::future::Future<Output = ()> + 'a {
-    let at = std::panic::Location::caller();
-    let event = event.to_owned();
-    async move {
-        match client.next().await {
-            Got::Event(name, args) if name == event && args == vec![data.clone()] => {}
-            other => panic!("{at}: expected {event} {data}, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -61,12 +45,14 @@ async fn a_transactional_emit_goes_out_once_after_commit_in_order_and_never_afte
         created["data"]["id"], 11,
         "the rolled-back insert never arrives"
     );
-    expect_raw(&mut public, "between", json!({"x": 1})).await;
+    public.expect("between", json!({"x": 1})).await;
     public.event("message:update").await;
-    expect_raw(&mut public, "message:someCustomAction", json!({"y": 2})).await;
+    public
+        .expect("message:someCustomAction", json!({"y": 2}))
+        .await;
     db.sql(&emit_sql(true, r#"{"raw":"marker","data":1}"#))
         .await;
-    expect_raw(&mut public, "marker", json!(1)).await;
+    public.expect("marker", json!(1)).await;
     bridge.stop().await.unwrap();
 }
 
@@ -86,11 +72,11 @@ async fn a_non_transactional_emit_goes_out_at_once_even_inside_an_open_transacti
         .await
         .unwrap();
     // Arrives while the transaction is still open.
-    expect_raw(&mut public, "now", json!("at once")).await;
+    public.expect("now", json!("at once")).await;
     tx.rollback().await.unwrap();
     db.sql(&emit_sql(true, r#"{"raw":"marker","data":2}"#))
         .await;
-    expect_raw(&mut public, "marker", json!(2)).await;
+    public.expect("marker", json!(2)).await;
     bridge.stop().await.unwrap();
 }
 
@@ -123,19 +109,19 @@ async fn emit_follows_the_permission_rule_and_raw_goes_where_it_is_sent() {
     db.sql(&emit_sql(true, r#"{"raw":"marker","data":3}"#))
         .await;
 
-    expect_raw(&mut public, "two", json!("t")).await;
-    expect_raw(&mut public, "all", json!("a")).await;
-    expect_raw(&mut public, "marker", json!(3)).await;
+    public.expect("two", json!("t")).await;
+    public.expect("all", json!("a")).await;
+    public.expect("marker", json!(3)).await;
 
-    expect_raw(&mut alice, "chat:typing", json!({"who": "x"})).await;
-    expect_raw(&mut alice, "all", json!("a")).await;
-    expect_raw(&mut alice, "marker", json!(3)).await;
+    alice.expect("chat:typing", json!({"who": "x"})).await;
+    alice.expect("all", json!("a")).await;
+    alice.expect("marker", json!(3)).await;
 
-    expect_raw(&mut eddie, "chat:typing", json!({"who": "x"})).await;
-    expect_raw(&mut eddie, "editors", json!("e")).await;
-    expect_raw(&mut eddie, "two", json!("t")).await;
-    expect_raw(&mut eddie, "all", json!("a")).await;
-    expect_raw(&mut eddie, "marker", json!(3)).await;
+    eddie.expect("chat:typing", json!({"who": "x"})).await;
+    eddie.expect("editors", json!("e")).await;
+    eddie.expect("two", json!("t")).await;
+    eddie.expect("all", json!("a")).await;
+    eddie.expect("marker", json!(3)).await;
     bridge.stop().await.unwrap();
 }
 
@@ -159,11 +145,11 @@ async fn the_plugins_action_rule_applies_to_emits_when_configured() {
     .await;
     db.sql(&emit_sql(true, r#"{"raw":"marker","data":4}"#))
         .await;
-    expect_raw(&mut public, "message:find", json!("find")).await;
-    expect_raw(&mut public, "marker", json!(4)).await;
+    public.expect("message:find", json!("find")).await;
+    public.expect("marker", json!(4)).await;
     alice.event("message:create").await;
-    expect_raw(&mut alice, "message:find", json!("find")).await;
-    expect_raw(&mut alice, "marker", json!(4)).await;
+    alice.expect("message:find", json!("find")).await;
+    alice.expect("marker", json!(4)).await;
     bridge.stop().await.unwrap();
 }
 
@@ -206,7 +192,7 @@ async fn the_http_emit_api_of_a_running_bridge() {
     assert_eq!(status, 202, "{body}");
     let targeted: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(targeted["targeted"], 1, "only eddie may read chats: {body}");
-    expect_raw(&mut eddie, "chat:typing", json!({"n": 1})).await;
+    eddie.expect("chat:typing", json!({"n": 1})).await;
     let (status, _) = post(
         "/io/raw",
         Some("s3cret-admin"),
@@ -214,6 +200,6 @@ async fn the_http_emit_api_of_a_running_bridge() {
     )
     .await;
     assert_eq!(status, 202);
-    expect_raw(&mut eddie, "hello", json!([1, 2])).await;
+    eddie.expect("hello", json!([1, 2])).await;
     bridge.stop().await.unwrap();
 }

@@ -17,3 +17,5 @@ mod model;
 mod server;
 // Custom events: pg_logical_emit_message through the stream, and the HTTP emit API.
 mod custom;
+// The binary: check, setup, config errors, and durability across kill -9.
+mod cli;

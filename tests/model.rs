@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::bridge::{Bridge, FULL_ACCESS_TOKEN, StrapiDb};
-use crate::support::client::{Got, SioClient};
+use crate::support::client::{SioClient, marker};
 
 const RECORDED: &str = include_str!("fixtures/strapi4-recorded.json");
 
@@ -48,24 +48,6 @@ fn update_sql(table: &str, columns: &[String], values: &[Value]) -> String {
         .map(|(c, v)| format!("\"{c}\" = {}", literal(v)))
         .collect();
     format!("UPDATE {table} SET {} WHERE id = {id}", sets.join(", "))
-}
-
-async fn marker(db: &StrapiDb<'_>, n: u32) {
-    db.sql(&format!(
-        "SELECT pg_logical_emit_message(true, 'strapi_io', '{{\"raw\":\"marker\",\"data\":{n}}}')"
-    ))
-    .await;
-}
-
-#[track_caller]
-fn expect_marker(client: &mut SioClient, n: u32) -> impl std::future::Future<Output = ()> + '_ {
-    let at = std::panic::Location::caller();
-    async move {
-        match client.next().await {
-            Got::Event(name, args) if name == "marker" && args == vec![json!(n)] => {}
-            other => panic!("{at}: expected marker {n}, got {other:?}"),
-        }
-    }
 }
 
 /// A client that may read every content type (a full-access API token).
@@ -165,7 +147,7 @@ async fn recorded_strapi_writes_come_out_as_the_rest_payloads() {
         );
     }
     marker(&db, 1).await;
-    expect_marker(&mut client, 1).await;
+    client.marker(1).await;
     bridge.stop().await.unwrap();
 }
 
@@ -211,7 +193,7 @@ async fn a_strapi_create_spanning_three_transactions_emits_one_event() {
     db.sql("DELETE FROM components_shared_seos WHERE id = 1")
         .await;
     marker(&db, 1).await;
-    expect_marker(&mut client, 1).await;
+    client.marker(1).await;
     bridge.stop().await.unwrap();
 }
 
@@ -324,7 +306,7 @@ async fn only_configured_types_and_actions_go_out() {
         client.event("chat:create").await["data"]["attributes"]["name"],
         "a"
     );
-    expect_marker(&mut client, 1).await;
+    client.marker(1).await;
     bridge.stop().await.unwrap();
 }
 
@@ -370,7 +352,7 @@ async fn a_schema_change_reloads_the_catalog_and_publishes_new_tables() {
     )
     .await;
     marker(&db, 1).await;
-    expect_marker(&mut client, 1).await;
+    client.marker(1).await;
 
     db.sql("INSERT INTO chats (id, name, topic_line, created_at, updated_at) VALUES (5, 'c', 'new attribute', now(), now())")
         .await;

@@ -8,28 +8,9 @@ use crate::support::bridge::{
     ALICE, BOB, Bridge, CUSTOM_TOKEN, EDDIE, FULL_ACCESS_TOKEN, JWT_SECRET, READ_ONLY_TOKEN,
     StrapiDb, jwt,
 };
-use crate::support::client::{Got, NodeClient, SioClient};
+use crate::support::client::{Got, NodeClient, SioClient, marker};
 
 const ALL: &str = "content_types = \"*\"";
-
-async fn marker(db: &StrapiDb<'_>, n: u32) {
-    db.sql(&format!(
-        "SELECT pg_logical_emit_message(true, 'strapi_io', '{{\"raw\":\"marker\",\"data\":{n}}}')"
-    ))
-    .await;
-}
-
-/// The next thing the client sees must be marker `n` (so nothing else came before it).
-#[track_caller]
-fn expect_marker(client: &mut SioClient, n: u32) -> impl std::future::Future<Output = ()> + '_ {
-    let at = std::panic::Location::caller();
-    async move {
-        match client.next().await {
-            Got::Event(name, args) if name == "marker" && args == vec![json!(n)] => {}
-            other => panic!("{at}: expected marker {n}, got {other:?}"),
-        }
-    }
-}
 
 async fn new_message(db: &StrapiDb<'_>, id: i64) {
     db.sql(&format!(
@@ -70,15 +51,15 @@ async fn each_role_receives_what_it_may_read_and_nothing_else() {
     assert_eq!(m["data"]["id"], 100);
     assert!(m["data"]["attributes"].get("secret").is_none());
     public.event("homepage:createOrUpdate").await;
-    expect_marker(&mut public, 1).await;
+    public.marker(1).await;
     // Authenticated: message, chat and homepage.
     alice.event("message:create").await;
     alice.event("chat:create").await;
     alice.event("homepage:createOrUpdate").await;
-    expect_marker(&mut alice, 1).await;
+    alice.marker(1).await;
     // Editor (a custom role): chat only.
     eddie.event("chat:create").await;
-    expect_marker(&mut eddie, 1).await;
+    eddie.marker(1).await;
     bridge.stop().await.unwrap();
 }
 
@@ -125,13 +106,13 @@ async fn refused_handshakes_carry_strapis_messages_and_are_never_public() {
     // The same through the npm client, as Strapi users run it.
     if crate::support::client::node_client_installed() {
         let expired = jwt(ALICE, true);
-        let mut node = NodeClient::connect(bridge.addr, &["--token", &expired]).await;
+        let mut node = NodeClient::connect(bridge.addr, &["--token", &expired]);
         assert_eq!(
             node.next().await,
             Got::ConnectError("Invalid token.".to_owned())
         );
         let blocked = jwt(BOB, false);
-        let mut node = NodeClient::connect(bridge.addr, &["--token", &blocked]).await;
+        let mut node = NodeClient::connect(bridge.addr, &["--token", &blocked]);
         assert_eq!(
             node.next().await,
             Got::ConnectError("Invalid credentials".to_owned())
@@ -140,7 +121,7 @@ async fn refused_handshakes_carry_strapis_messages_and_are_never_public() {
     // Nothing was joined: a Public client still sees only its own traffic.
     let mut public = SioClient::connected(bridge.addr, json!({})).await;
     marker(&db, 7).await;
-    expect_marker(&mut public, 7).await;
+    public.marker(7).await;
     assert!(!JWT_SECRET.is_empty());
     bridge.stop().await.unwrap();
 }
@@ -186,12 +167,12 @@ async fn api_tokens_of_each_type_read_what_they_may() {
         client.event("message:create").await;
         client.event("homepage:createOrUpdate").await;
         client.event("chat:create").await;
-        expect_marker(client, 1).await;
+        client.marker(1).await;
     }
     // custom: find on message and chat, nothing on homepage.
     custom.event("message:create").await;
     custom.event("chat:create").await;
-    expect_marker(&mut custom, 1).await;
+    custom.marker(1).await;
 
     // Revoking the custom token's chat permission applies before the next event.
     db.sql(
@@ -202,10 +183,10 @@ async fn api_tokens_of_each_type_read_what_they_may() {
     .await;
     new_chat(&db, 201).await;
     marker(&db, 2).await;
-    expect_marker(&mut custom, 2).await;
+    custom.marker(2).await;
     for client in [&mut read_only, &mut full] {
         client.event("chat:create").await;
-        expect_marker(client, 2).await;
+        client.marker(2).await;
     }
     // Deleting a token disconnects its sockets.
     db.sql("DELETE FROM strapi_api_tokens WHERE id = 1").await;
@@ -233,7 +214,7 @@ async fn a_revoked_permission_stops_events_committed_after_it() {
     .await;
     new_message(&db, 301).await;
     marker(&db, 1).await;
-    expect_marker(&mut public, 1).await;
+    public.marker(1).await;
 
     // Granting it again (three transactions, as Strapi does) brings the events back.
     db.sql("INSERT INTO up_permissions (id, action, created_at, updated_at) VALUES (900, 'api::message.message.find', now(), now())")
@@ -271,10 +252,10 @@ async fn a_user_whose_role_changes_follows_the_new_role_and_a_blocked_user_is_dr
     marker(&db, 1).await;
     // bob, now an Editor, gets the chat and not the message.
     bob.event("chat:create").await;
-    expect_marker(&mut bob, 1).await;
+    bob.marker(1).await;
     alice.event("message:create").await;
     alice.event("chat:create").await;
-    expect_marker(&mut alice, 1).await;
+    alice.marker(1).await;
 
     // wal/55: blocking a user disconnects their sockets; new handshakes are refused.
     db.sql("UPDATE up_users SET blocked = true WHERE id = 3")

@@ -39,10 +39,81 @@ pub enum Got {
     Other(String),
 }
 
-/// A `rust_socketio` client.
+/// What a client received, in order.
+pub struct Inbox(mpsc::UnboundedReceiver<Got>);
+
+impl Inbox {
+    /// The next thing received.
+    #[track_caller]
+    pub fn next(&mut self) -> impl Future<Output = Got> + '_ {
+        let at = Location::caller();
+        async move {
+            match tokio::time::timeout(WAIT, self.0.recv()).await {
+                Ok(Some(got)) => got,
+                Ok(None) => panic!("{at}: the client is gone"),
+                Err(_) => panic!("{at}: nothing received within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The next message must be `event` with one argument; returns it.
+    #[track_caller]
+    pub fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
+        let at = Location::caller();
+        let event = event.to_owned();
+        async move {
+            match self.next().await {
+                Got::Event(name, mut args) if name == event && args.len() == 1 => args.remove(0),
+                other => panic!("{at}: expected {event} with one argument, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message must be `event` with exactly `data` as its argument.
+    #[track_caller]
+    pub fn expect(&mut self, event: &str, data: Value) -> impl Future<Output = ()> + '_ {
+        let at = Location::caller();
+        let event = event.to_owned();
+        async move {
+            match self.next().await {
+                Got::Event(name, args) if name == event && args == vec![data.clone()] => {}
+                other => panic!("{at}: expected {event} {data}, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message must be marker `n` (see [`marker`]): nothing else came before it.
+    #[track_caller]
+    pub fn marker(&mut self, n: u32) -> impl Future<Output = ()> + '_ {
+        self.expect("marker", json!(n))
+    }
+}
+
+/// Commits a `raw` custom message `marker` with data `n`, which every socket receives.
+pub async fn marker(db: &super::bridge::StrapiDb<'_>, n: u32) {
+    db.sql(&format!(
+        "SELECT pg_logical_emit_message(true, 'strapi_io', '{{\"raw\":\"marker\",\"data\":{n}}}')"
+    ))
+    .await;
+}
+
+/// A `rust_socketio` client; what it receives is in [`Inbox`] (through `Deref`).
 pub struct SioClient {
     client: Client,
-    rx: mpsc::UnboundedReceiver<Got>,
+    inbox: Inbox,
+}
+
+impl std::ops::Deref for SioClient {
+    type Target = Inbox;
+    fn deref(&self) -> &Inbox {
+        &self.inbox
+    }
+}
+
+impl std::ops::DerefMut for SioClient {
+    fn deref_mut(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
 }
 
 fn values(payload: SioPayload) -> Vec<Value> {
@@ -112,7 +183,10 @@ impl SioClient {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("client cannot reach the bridge: {e}"));
-        SioClient { client, rx }
+        SioClient {
+            client,
+            inbox: Inbox(rx),
+        }
     }
 
     /// Connects and waits until the handshake is accepted.
@@ -124,32 +198,6 @@ impl SioClient {
             match c.next().await {
                 Got::Connected => c,
                 other => panic!("{at}: expected a connection, got {other:?}"),
-            }
-        }
-    }
-
-    /// The next thing received.
-    #[track_caller]
-    pub fn next(&mut self) -> impl Future<Output = Got> + '_ {
-        let at = Location::caller();
-        async move {
-            match tokio::time::timeout(WAIT, self.rx.recv()).await {
-                Ok(Some(got)) => got,
-                Ok(None) => panic!("{at}: client channel closed"),
-                Err(_) => panic!("{at}: nothing received within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// The next message must be `event`; returns its single argument.
-    #[track_caller]
-    pub fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
-        let at = Location::caller();
-        let event = event.to_owned();
-        async move {
-            match self.next().await {
-                Got::Event(name, mut args) if name == event && args.len() == 1 => args.remove(0),
-                other => panic!("{at}: expected {event} with one argument, got {other:?}"),
             }
         }
     }
@@ -172,7 +220,20 @@ impl SioClient {
 /// event.
 pub struct NodeClient {
     child: Child,
-    rx: mpsc::UnboundedReceiver<Got>,
+    inbox: Inbox,
+}
+
+impl std::ops::Deref for NodeClient {
+    type Target = Inbox;
+    fn deref(&self) -> &Inbox {
+        &self.inbox
+    }
+}
+
+impl std::ops::DerefMut for NodeClient {
+    fn deref_mut(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
 }
 
 /// Whether the npm client is installed (`npm ci` in `tests/node`).
@@ -187,7 +248,7 @@ fn node_dir() -> PathBuf {
 impl NodeClient {
     /// Starts `listen.mjs` against `addr` with `args` (e.g. `["--token", t]`). Panics with the
     /// reason when Node or the npm packages are missing: `.ci/run` installs them.
-    pub async fn connect(addr: SocketAddr, args: &[&str]) -> NodeClient {
+    pub fn connect(addr: SocketAddr, args: &[&str]) -> NodeClient {
         assert!(
             node_client_installed(),
             "the npm socket.io-client is not installed: run `npm ci` in tests/node (.ci/run does)"
@@ -228,7 +289,10 @@ impl NodeClient {
                 }
             }
         });
-        NodeClient { child, rx }
+        NodeClient {
+            child,
+            inbox: Inbox(rx),
+        }
     }
 
     /// Connects and waits until the handshake is accepted.
@@ -239,36 +303,10 @@ impl NodeClient {
     ) -> impl Future<Output = NodeClient> + 'a {
         let at = Location::caller();
         async move {
-            let mut c = NodeClient::connect(addr, args).await;
+            let mut c = NodeClient::connect(addr, args);
             match c.next().await {
                 Got::Connected => c,
                 other => panic!("{at}: expected a connection, got {other:?}"),
-            }
-        }
-    }
-
-    /// The next thing received.
-    #[track_caller]
-    pub fn next(&mut self) -> impl Future<Output = Got> + '_ {
-        let at = Location::caller();
-        async move {
-            match tokio::time::timeout(WAIT, self.rx.recv()).await {
-                Ok(Some(got)) => got,
-                Ok(None) => panic!("{at}: the node client exited"),
-                Err(_) => panic!("{at}: nothing received within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// The next message must be `event`; returns its argument.
-    #[track_caller]
-    pub fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
-        let at = Location::caller();
-        let event = event.to_owned();
-        async move {
-            match self.next().await {
-                Got::Event(name, mut args) if name == event => args.remove(0),
-                other => panic!("{at}: expected {event}, got {other:?}"),
             }
         }
     }
