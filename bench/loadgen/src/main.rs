@@ -234,9 +234,17 @@ async fn run(args: Args) -> Result<()> {
         args.work_dir.display()
     );
     for phase in &phases {
-        let b0 = proc::MachineCpu::now();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let busy = proc::MachineCpu::now().busy_since(&b0);
+        // The previous phase's servers may still be winding down (sockets closing, PostgreSQL's
+        // autovacuum): wait up to 15 s for a quiet machine, and say so if it never is.
+        let mut busy = 1.0;
+        for _ in 0..30 {
+            let b0 = proc::MachineCpu::now();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            busy = proc::MachineCpu::now().busy_since(&b0);
+            if busy <= 0.1 {
+                break;
+            }
+        }
         rep.phase_busy(phase, busy);
         let t = Instant::now();
         println!("\n==> phase {phase}");
