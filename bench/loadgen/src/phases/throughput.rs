@@ -88,32 +88,6 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         .throughput_rows
         .unwrap_or(if a.quick { 50_000 } else { 200_000 });
     let runs = a.throughput_runs.unwrap_or(if a.quick { 1 } else { 3 });
-    let server = servers::bridge(ctx, "throughput").await?;
-    let swarm = Swarm::connect(server.addr, "/socket.io", &three_roles(ctx, 3), 3).await?;
-    if swarm.failed > 0 {
-        bail!("{} clients could not connect", swarm.failed);
-    }
-    // It streams end to end before anything is measured.
-    let warm = trigger::steady(
-        Target::Pg {
-            url: a.database_url.clone(),
-        },
-        50.0,
-        5,
-        "warm-up".into(),
-    )
-    .await?;
-    let last = warm.last().map_or(0, |f| f.id);
-    if !proc::wait_until(
-        Instant::now() + Duration::from_secs(15),
-        Duration::from_millis(5),
-        || swarm.all_reached(last),
-    )
-    .await
-    {
-        bail!("warm-up events did not reach the clients");
-    }
-
     let mut results = Vec::new();
     for i in 0..runs {
         println!(
@@ -121,13 +95,27 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             i + 1,
             thousands(rows as f64)
         );
-        let r = one_run(ctx, &server, &swarm, rows).await;
-        let _ = drop_baseline_slot(ctx).await;
-        let _ = proc::signal(server.pid, libc::SIGCONT);
+        // A fresh bridge and fresh clients per run, as pg_recvlogical is fresh per run: a
+        // replication connection whose socket buffers grew in an earlier run would otherwise
+        // have more of the WAL sent before the clock starts.
+        let server = servers::bridge(ctx, &format!("throughput-{}", i + 1)).await?;
+        let r = match Swarm::connect(server.addr, "/socket.io", &three_roles(ctx, 3), 3).await {
+            Ok(swarm) => {
+                let r = warm_up(ctx, &swarm).await;
+                let r = match r {
+                    Ok(()) => one_run(ctx, &server, &swarm, rows).await,
+                    Err(e) => Err(e),
+                };
+                let _ = drop_baseline_slot(ctx).await;
+                let _ = proc::signal(server.pid, libc::SIGCONT);
+                swarm.close().await;
+                r
+            }
+            Err(e) => Err(e),
+        };
+        server.stop().await?;
         results.push(r?);
     }
-    swarm.close().await;
-    server.stop().await?;
 
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -207,6 +195,33 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         "0",
         Some(lost == 0),
     );
+    Ok(())
+}
+
+/// A few events end to end, so the bridge streams before anything is measured.
+async fn warm_up(ctx: &Ctx, swarm: &Swarm) -> Result<()> {
+    if swarm.failed > 0 {
+        bail!("{} clients could not connect", swarm.failed);
+    }
+    let warm = trigger::steady(
+        Target::Pg {
+            url: ctx.args.database_url.clone(),
+        },
+        50.0,
+        5,
+        "warm-up".into(),
+    )
+    .await?;
+    let last = warm.last().map_or(0, |f| f.id);
+    if !proc::wait_until(
+        Instant::now() + Duration::from_secs(15),
+        Duration::from_millis(5),
+        || swarm.all_reached(last),
+    )
+    .await
+    {
+        bail!("warm-up events did not reach the clients");
+    }
     Ok(())
 }
 
