@@ -1,0 +1,147 @@
+//! The four phases, each a separate measurement with its own result, and what they share:
+//! who the clients are and how fired events are matched with what the clients received.
+
+pub mod fanout;
+pub mod latency;
+pub mod memory;
+pub mod throughput;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::Ctx;
+use crate::client::{Rec, Spec, Swarm};
+use crate::trigger::Fired;
+
+/// Role labels, in the order [`Spec::role`] indexes them.
+pub const ROLES: [&str; 3] = ["Public", "Authenticated", "Editor"];
+
+/// `n` clients spread over the three roles: no token (Public), alice or bob (Authenticated),
+/// eddie (Editor).
+pub fn three_roles(ctx: &Ctx, n: usize) -> Vec<Spec> {
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => Spec {
+                role: 0,
+                token: None,
+            },
+            1 => Spec {
+                role: 1,
+                token: Some(if (i / 3) % 2 == 0 {
+                    ctx.alice.clone()
+                } else {
+                    ctx.bob.clone()
+                }),
+            },
+            _ => Spec {
+                role: 2,
+                token: Some(ctx.eddie.clone()),
+            },
+        })
+        .collect()
+}
+
+/// `n` clients without a token (the Public role).
+pub fn public(n: usize) -> Vec<Spec> {
+    (0..n)
+        .map(|_| Spec {
+            role: 0,
+            token: None,
+        })
+        .collect()
+}
+
+/// Fired events matched with what the clients received.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// Fired events × connected clients.
+    pub expected: u64,
+    /// Receipts of fired events.
+    pub delivered: u64,
+    /// Receipts read before the trigger's instant was taken (counted as 0 µs).
+    pub early: u64,
+    /// Latency of every receipt, µs.
+    pub latencies: Vec<u64>,
+    /// Latencies per role.
+    pub per_role: Vec<Vec<u64>>,
+    /// Per fired event: from firing until the last client had it, µs.
+    pub completion: Vec<u64>,
+    pub first_fire: u32,
+    /// The last receipt of any fired event.
+    pub last_delivery: u32,
+}
+
+impl Analysis {
+    pub fn lost(&self) -> i64 {
+        self.expected as i64 - self.delivered as i64
+    }
+
+    /// From the first firing to the last receipt, seconds.
+    pub fn span_seconds(&self) -> f64 {
+        self.last_delivery.saturating_sub(self.first_fire) as f64 / 1e6
+    }
+}
+
+/// Matches receipts with fired events.
+pub fn analyse(fired: &[Fired], recs: Vec<(usize, Vec<Rec>)>, clients: usize) -> Analysis {
+    let index: HashMap<u32, (usize, u32)> = fired
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.id, (i, f.t)))
+        .collect();
+    let mut a = Analysis {
+        expected: (fired.len() * clients) as u64,
+        per_role: vec![Vec::new(); ROLES.len()],
+        completion: vec![0; fired.len()],
+        first_fire: fired.first().map_or(0, |f| f.t),
+        ..Analysis::default()
+    };
+    let mut last_receipt = vec![0u32; fired.len()];
+    for (role, v) in recs {
+        for r in v {
+            let Some(&(i, t_fire)) = index.get(&r.id) else {
+                continue;
+            };
+            a.delivered += 1;
+            let lat = if r.t >= t_fire {
+                u64::from(r.t - t_fire)
+            } else {
+                a.early += 1;
+                0
+            };
+            a.latencies.push(lat);
+            if let Some(p) = a.per_role.get_mut(role) {
+                p.push(lat);
+            }
+            last_receipt[i] = last_receipt[i].max(r.t);
+            a.last_delivery = a.last_delivery.max(r.t);
+        }
+    }
+    for (i, f) in fired.iter().enumerate() {
+        a.completion[i] = u64::from(last_receipt[i].saturating_sub(f.t));
+    }
+    a
+}
+
+/// Waits until the clients together have received `expected` more events than `base`, or the
+/// deadline passes; whether they did.
+pub async fn wait_delivered(swarm: &Swarm, base: u64, expected: u64, deadline: Instant) -> bool {
+    crate::proc::wait_until(deadline, Duration::from_millis(5), || {
+        swarm.total_count() >= base + expected
+    })
+    .await
+}
+
+/// Formats a number with thousands separators.
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}

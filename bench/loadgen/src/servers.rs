@@ -1,0 +1,183 @@
+//! The servers under test, started and stopped by the benchmark: the bridge (`run`, its own
+//! log file, ready when `GET /readyz` answers 200) and the Node socket.io baseline (ready when
+//! it prints `ready`). Both listen on 127.0.0.1 on free ports.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::Ctx;
+use crate::proc;
+
+/// A running server.
+pub struct Server {
+    pub name: &'static str,
+    pub pid: u32,
+    /// Socket.IO (and, for the bridge, probes and metrics).
+    pub addr: SocketAddr,
+    /// The Node baseline's control port.
+    pub control: Option<SocketAddr>,
+    child: Child,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Starts the bridge and waits until it streams (`/readyz` 200).
+pub async fn bridge(ctx: &Ctx, tag: &str) -> Result<Server> {
+    let addr = loopback(proc::free_port()?);
+    let log_path = ctx.work.join(format!("bridge-{tag}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut child = Command::new(&ctx.args.bridge)
+        .arg("run")
+        .arg("--config")
+        .arg(&ctx.args.bridge_config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", ctx.args.bridge.display()))?;
+    let pid = child.id().context("bridge has no pid")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the bridge exited ({status}) before it was ready; see {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 20)
+            );
+        }
+        if let Ok((200, _)) = proc::http_get(addr, "/readyz").await {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            bail!(
+                "the bridge was not ready within 60 s; see {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Server {
+        name: "bridge",
+        pid,
+        addr,
+        control: None,
+        child,
+    })
+}
+
+/// Starts the Node socket.io baseline server.
+pub async fn node(ctx: &Ctx, tag: &str) -> Result<Server> {
+    let addr = loopback(proc::free_port()?);
+    let control = loopback(proc::free_port()?);
+    let log_path = ctx.work.join(format!("node-{tag}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = Command::new("node")
+        .arg(ctx.args.node_dir.join("server.mjs"))
+        .arg("--port")
+        .arg(addr.port().to_string())
+        .arg("--control-port")
+        .arg(control.port().to_string())
+        .current_dir(&ctx.args.node_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node")?;
+    let pid = child.id().context("node has no pid")?;
+    let stdout = child.stdout.take().context("node stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.trim() == "ready" {
+                return Ok::<bool, anyhow::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    match ready {
+        Ok(Ok(true)) => {}
+        _ => bail!(
+            "the Node baseline server did not start; see {}:\n{}",
+            log_path.display(),
+            tail(&log_path, 20)
+        ),
+    }
+    // Keep draining stdout so the server never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server {
+        name: "node",
+        pid,
+        addr,
+        control: Some(control),
+        child,
+    })
+}
+
+impl Server {
+    /// CPU seconds used so far.
+    pub fn cpu(&self) -> f64 {
+        proc::cpu_seconds(self.pid).unwrap_or(f64::NAN)
+    }
+
+    /// RSS in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        proc::rss_kb(self.pid).unwrap_or(0)
+    }
+
+    /// The bridge's `/metrics` text (empty for Node).
+    pub async fn metrics(&self) -> String {
+        if self.control.is_some() {
+            return String::new();
+        }
+        match proc::http_get(self.addr, "/metrics").await {
+            Ok((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    /// `strapi_io_events_dropped_total` of the bridge (0 for Node).
+    pub async fn dropped(&self) -> f64 {
+        proc::metric_sum(&self.metrics().await, "strapi_io_events_dropped_total")
+    }
+
+    /// SIGTERM, then SIGKILL after 15 s.
+    pub async fn stop(mut self) -> Result<()> {
+        let _ = proc::signal(self.pid, libc::SIGCONT);
+        let _ = proc::signal(self.pid, libc::SIGTERM);
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(r) => {
+                r?;
+            }
+            Err(_) => {
+                eprintln!(
+                    "    {} did not stop within 15 s of SIGTERM; killing it",
+                    self.name
+                );
+                self.child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last lines of a log file.
+pub fn tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
