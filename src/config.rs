@@ -35,6 +35,11 @@ pub const DEFAULT_PING_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 45_000;
 /// socket.io 4's default `maxHttpBufferSize` (1 MB).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
+/// Events a socket may have queued before new ones are dropped for it. Queued events share
+/// one serialized buffer, so a backlog costs little memory; 4096 lets a client fall a bulk
+/// import's burst behind without missing anything, while a socket that stopped reading cannot
+/// hold back everyone else.
+pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 4096;
 /// The users-permissions public role's name, as the plugin's `publicRoleName` default.
 pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
 /// The `pg_logical_emit_message` prefix the bridge listens to.
@@ -189,6 +194,8 @@ pub struct RawIo {
     pub connect_timeout_ms: Option<u64>,
     /// `maxHttpBufferSize`.
     pub max_payload_bytes: Option<u64>,
+    /// Events queued per socket before it misses new ones.
+    pub max_buffered_events: Option<usize>,
     /// Allowed transports.
     pub transports: Option<Vec<String>>,
     /// `[io.cors]`
@@ -687,6 +694,8 @@ pub struct IoConfig {
     pub connect_timeout: Duration,
     /// `maxHttpBufferSize`.
     pub max_payload_bytes: u64,
+    /// Events queued per socket before it misses new ones.
+    pub max_buffered_events: usize,
     /// Allowed transports.
     pub transports: Vec<Transport>,
     /// CORS, when configured.
@@ -1033,6 +1042,15 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
             "must be greater than 0",
         ));
     }
+    let max_buffered_events = raw
+        .max_buffered_events
+        .unwrap_or(DEFAULT_MAX_BUFFERED_EVENTS);
+    if max_buffered_events == 0 {
+        return Err(ConfigError::invalid(
+            "io.max_buffered_events",
+            "must be greater than 0",
+        ));
+    }
     Ok(IoConfig {
         path,
         ping_interval: ms(
@@ -1051,6 +1069,7 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
             "io.connect_timeout_ms",
         )?,
         max_payload_bytes,
+        max_buffered_events,
         transports,
         cors,
     })

@@ -72,7 +72,33 @@ impl<A: Adapter> Emitter<A> {
     }
 }
 
+/// How often dropped messages are reported in the log at most.
+const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Shared {
+    /// Logs dropped messages at most every [`DROP_REPORT_EVERY`], with the count since the last
+    /// report.
+    fn report_drops(&self, event: &str, dropped: u64) {
+        use std::sync::atomic::Ordering;
+        let pending = self.drops_unreported.fetch_add(dropped, Ordering::Relaxed) + dropped;
+        let now = std::time::Instant::now();
+        let mut last = match self.drops_reported_at.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if last.is_some_and(|at| now.duration_since(at) < DROP_REPORT_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        self.drops_unreported.store(0, Ordering::Relaxed);
+        warn!(
+            event,
+            dropped = pending,
+            "sockets fell more than io.max_buffered_events behind; messages were dropped for \
+             them (strapi_io_events_dropped_total counts them all)"
+        );
+    }
+
     /// Logs and counts what a broadcast could not do. A full buffer means the socket reads
     /// slower than events arrive: that socket misses this message, the others do not.
     pub(super) fn account(&self, event: &str, res: Result<(), BroadcastError>) {
@@ -86,11 +112,7 @@ impl Shared {
                 let closed = errors.len() - full;
                 if full > 0 {
                     self.metrics.events_dropped(full as u64);
-                    warn!(
-                        event,
-                        sockets = full,
-                        "send buffer full; message dropped for these sockets"
-                    );
+                    self.report_drops(event, full as u64);
                 }
                 if closed > 0 {
                     debug!(event, sockets = closed, "sockets closed during emit");

@@ -58,6 +58,10 @@ struct Shared {
     events: events::EventHandlers,
     /// Bumped before every access re-check, so a handshake that raced one re-checks itself.
     access_epoch: AtomicU64,
+    /// Drops not yet reported, and when they were last reported: a client far behind would
+    /// otherwise log one line per message.
+    drops_unreported: AtomicU64,
+    drops_reported_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Hands messages to Socket.IO. Holds the `SocketIo` handle (never a socket), so it is cheap

@@ -26,11 +26,9 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
 
-/// Packets a socket may have waiting to be written before new messages are dropped for it.
-/// Deliveries share one serialized buffer, so a full queue costs little memory; 1024 lets a
-/// client fall a long burst behind (a bulk import) before it misses anything, while a socket
-/// that stopped reading cannot hold the emitter back.
-pub const MAX_BUFFERED_PACKETS: usize = 1024;
+/// The WebSocket read buffer of each connection. Clients send little (pongs, a few events),
+/// and every idle connection holds this buffer, so it is kept small.
+pub const WS_READ_BUFFER_BYTES: usize = 1024;
 
 /// The content type of the OpenMetrics text that `prometheus-client` writes.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,6 +49,8 @@ pub fn build(
         metrics,
         events: EventHandlers::new(&opts.events),
         access_epoch: AtomicU64::new(0),
+        drops_unreported: AtomicU64::new(0),
+        drops_reported_at: std::sync::Mutex::new(None),
     });
     let (svc, io) = configure(&opts.io).build_svc();
     register(&io, &shared);
@@ -87,7 +87,8 @@ fn configure(io: &IoConfig) -> SocketIoBuilder {
         .ping_timeout(io.ping_timeout)
         .connect_timeout(io.connect_timeout)
         .max_payload(io.max_payload_bytes)
-        .max_buffer_size(MAX_BUFFERED_PACKETS);
+        .max_buffer_size(io.max_buffered_events)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES);
     let polling = io.transports.contains(&Transport::Polling);
     let websocket = io.transports.contains(&Transport::Websocket);
     match (polling, websocket) {

@@ -163,6 +163,7 @@ fn io_config() -> IoConfig {
         ping_timeout: Duration::from_secs(20),
         connect_timeout: Duration::from_secs(45),
         max_payload_bytes: 1_000_000,
+        max_buffered_events: 1024,
         transports: vec![Transport::Polling, Transport::Websocket],
         cors: None,
     }
