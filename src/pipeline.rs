@@ -16,7 +16,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -96,20 +95,12 @@ pub async fn run(
     );
     let local = listener.local_addr().ok();
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn({
-        let stop = server_stop.clone();
-        async move {
-            // Events are small and latency matters: no Nagle delay on client sockets.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
+    let server = tokio::spawn(io::serve(
+        listener,
+        router,
+        server_stop.clone(),
+        SERVER_SHUTDOWN_GRACE,
+    ));
     if let Some(addr) = local {
         info!(%addr, path = %cfg.io.path, "Socket.IO listening");
     }
@@ -148,11 +139,8 @@ pub async fn run(
 
     emitter.close().await;
     server_stop.cancel();
-    match tokio::time::timeout(SERVER_SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error"),
-        Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
-        Err(_) => warn!("HTTP server did not stop within {SERVER_SHUTDOWN_GRACE:?}"),
+    if let Err(e) = server.await {
+        warn!(error = %e, "HTTP server task failed");
     }
     processed?;
     replicated

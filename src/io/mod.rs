@@ -19,6 +19,7 @@ mod emit;
 mod events;
 mod handshake;
 mod http_api;
+mod serve;
 mod server;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
 
+pub use serve::serve;
 pub use server::build;
 
 /// What the Socket.IO stage needs from the configuration.

@@ -1,0 +1,86 @@
+//! Serving the router: one HTTP/1 connection per client, WebSocket upgrades, graceful stop.
+//!
+//! Written out instead of `axum::serve` for two per-connection settings that matter when
+//! thousands of sockets stay open: `TCP_NODELAY` (events are small and latency matters; Nagle
+//! would hold them back until the client's delayed ACK), and a capped HTTP/1 read buffer (it
+//! stays allocated for as long as an upgraded WebSocket lives).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+use tracing::{debug, warn};
+
+/// hyper's smallest allowed read buffer; requests to this server are a few hundred bytes.
+const HTTP1_MAX_BUF_BYTES: usize = 8192;
+
+/// How long a client has to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `stop` is cancelled, then waits up to `grace` for open
+/// connections to finish (close the Socket.IO server first, so WebSockets end).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Too many open files and the like: wait a little rather than spin.
+                    warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = router
+            .clone()
+            .map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new))
+            .map_err(|e: Infallible| match e {});
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(HTTP1_MAX_BUF_BYTES)
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections were still open after {grace:?}; closing anyway");
+    }
+}
