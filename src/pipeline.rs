@@ -38,26 +38,6 @@ const CHANNEL_BATCHES: usize = 64;
 /// How long shutdown waits for sockets to close before giving up on a graceful close.
 const SERVER_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What the access stage needs from the whole configuration.
-pub fn access_config(cfg: &Config) -> AccessConfig {
-    AccessConfig {
-        public_role_name: cfg.auth.public_role_name.clone(),
-        permission_mode: cfg.auth.permission_mode,
-        jwt_secret: cfg.auth.jwt_secret.clone(),
-        api_token_salt: cfg.auth.api_token_salt.clone(),
-    }
-}
-
-/// What the model stage needs from the whole configuration.
-pub fn model_config(cfg: &Config) -> ModelConfig {
-    ModelConfig {
-        content_types: cfg.content_types.clone(),
-        message_prefix: cfg.message_prefix.clone(),
-        schema: cfg.database.schema.clone(),
-        publication: cfg.database.publication.clone(),
-    }
-}
-
 /// Runs the bridge until `shutdown` is cancelled (then drains and returns `Ok`) or a fatal
 /// error stops it. `listener` is bound by the caller so that tests can use port 0.
 pub async fn run(
@@ -73,13 +53,17 @@ pub async fn run(
         .with_context(|| format!("connecting to {}", cfg.database.display_target()))?;
 
     let catalog = CatalogHandle::default();
-    let model = Model::load(&client, model_config(&cfg), catalog.clone())
+    let model = Model::load(&client, ModelConfig::from_config(&cfg), catalog.clone())
         .await
         .context("loading Strapi's content types")?;
     health.set_catalog_loaded(true);
-    let access = Access::load(&client, &cfg.database.schema, access_config(&cfg))
-        .await
-        .context("loading Strapi's roles, permissions, users and API tokens")?;
+    let access = Access::load(
+        &client,
+        &cfg.database.schema,
+        AccessConfig::from_auth(&cfg.auth),
+    )
+    .await
+    .context("loading Strapi's roles, permissions, users and API tokens")?;
     health.set_access_loaded(true);
 
     let (router, emitter) = io::build(
