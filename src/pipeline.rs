@@ -47,23 +47,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = Metrics::new();
-
-    let client = pg::connect(&cfg.database)
-        .await
-        .with_context(|| format!("connecting to {}", cfg.database.display_target()))?;
-
     let catalog = CatalogHandle::default();
-    let model = Model::load(&client, ModelConfig::from_config(&cfg), catalog.clone())
-        .await
-        .context("loading Strapi's content types")?;
+
+    let Some((client, model, access)) = load_with_retry(&cfg, &catalog, &shutdown).await? else {
+        return Ok(());
+    };
     health.set_catalog_loaded(true);
-    let access = Access::load(
-        &client,
-        &cfg.database.schema,
-        AccessConfig::from_auth(&cfg.auth),
-    )
-    .await
-    .context("loading Strapi's roles, permissions, users and API tokens")?;
     health.set_access_loaded(true);
 
     let (router, emitter) = io::build(
@@ -128,6 +117,79 @@ pub async fn run(
     }
     processed?;
     replicated
+}
+
+/// Why loading failed, and whether trying again may help.
+enum LoadError {
+    /// PostgreSQL unreachable, starting up, or the connection dropped.
+    Transient(anyhow::Error),
+    /// Wrong password, missing database, bad `content_types`…: a person must act.
+    Fatal(anyhow::Error),
+}
+
+/// Connects and loads the catalog and the access tables, retrying with backoff while
+/// PostgreSQL is unreachable (it may start after the bridge). `None` when shut down meanwhile.
+async fn load_with_retry(
+    cfg: &Config,
+    catalog: &CatalogHandle,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(tokio_postgres::Client, Model, Access)>> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match load(cfg, catalog).await {
+            Ok(loaded) => return Ok(Some(loaded)),
+            Err(LoadError::Fatal(e)) => return Err(e),
+            Err(LoadError::Transient(e)) => {
+                warn!(error = format!("{e:#}"), retry_in = ?delay, "cannot start yet; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+impl LoadError {
+    fn new(transient: bool, error: anyhow::Error) -> LoadError {
+        if transient {
+            LoadError::Transient(error)
+        } else {
+            LoadError::Fatal(error)
+        }
+    }
+}
+
+async fn load(
+    cfg: &Config,
+    catalog: &CatalogHandle,
+) -> Result<(tokio_postgres::Client, Model, Access), LoadError> {
+    let client = pg::connect(&cfg.database).await.map_err(|e| {
+        // No SQLSTATE: the network; 57P03: the server is starting or stopping.
+        let transient = e.code().is_none_or(|c| c.code() == "57P03");
+        let what = format!("connecting to {}", cfg.database.display_target());
+        LoadError::new(transient, anyhow::Error::from(e).context(what))
+    })?;
+    let model = Model::load(&client, ModelConfig::from_config(cfg), catalog.clone())
+        .await
+        .map_err(|e| {
+            let transient = e.is_retryable();
+            let what = "loading Strapi's content types";
+            LoadError::new(transient, anyhow::Error::from(e).context(what))
+        })?;
+    let access = Access::load(
+        &client,
+        &cfg.database.schema,
+        AccessConfig::from_auth(&cfg.auth),
+    )
+    .await
+    .map_err(|e| {
+        let transient = e.is_retryable();
+        let what = "loading Strapi's roles, permissions, users and API tokens";
+        LoadError::new(transient, anyhow::Error::from(e).context(what))
+    })?;
+    Ok((client, model, access))
 }
 
 /// The processing task's state: one instance of each stage, run in stream order.

@@ -352,3 +352,46 @@ async fn health_readiness_and_metrics_describe_the_running_bridge() {
     );
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_bridge_started_before_postgresql_waits_for_it() {
+    let cluster =
+        crate::support::pg::TempCluster::new(crate::support::pg::ClusterOptions::default());
+    let db = StrapiDb::on(&cluster, "").await;
+    let cfg = db.config(ALL);
+    cluster.stop();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(strapi_io_bridge::pipeline::run(
+        cfg,
+        listener,
+        shutdown.clone(),
+    ));
+    // Nothing listens yet: the bridge retries instead of exiting.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        !task.is_finished(),
+        "the bridge gave up while PostgreSQL was down"
+    );
+    cluster.start();
+    let url = format!("http://{addr}/readyz");
+    crate::support::wait::until(
+        "ready once PostgreSQL is up",
+        crate::support::wait::DEFAULT_TIMEOUT,
+        || {
+            let url = url.clone();
+            async move {
+                crate::support::bridge::reqwest_get(&url)
+                    .await
+                    .is_some_and(|r| r.0 == 200)
+            }
+        },
+    )
+    .await;
+    let mut public = SioClient::connected(addr, json!({})).await;
+    new_message(&db, 700).await;
+    public.event("message:create").await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
