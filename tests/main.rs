@@ -21,3 +21,5 @@ mod custom;
 mod cli;
 // The real binary: `demo` end to end, and check/setup/run from a Strapi folder's .env.
 mod first_run;
+// Loading the access tables from a real PostgreSQL.
+mod access;
