@@ -9,7 +9,7 @@ use std::fmt;
 use tokio_postgres::Client;
 
 use crate::config::{Config, ContentTypesConfig};
-use crate::pg;
+use crate::pg::{self, quote_ident, quote_literal};
 use crate::strapi::catalog::load_catalog;
 use crate::strapi::{Catalog, ContentTypeFilter};
 
@@ -124,14 +124,6 @@ impl fmt::Display for Report {
             )
         }
     }
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Runs every check. Connection failures are an error finding, not an `Err`.

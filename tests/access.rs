@@ -5,6 +5,7 @@ use strapi_io_bridge::access::{
     Access, AccessConfig, AccessSnapshot, ApiToken, AuthError, Role, TokenKind, User,
 };
 use strapi_io_bridge::config::{PermissionMode, Secret};
+use strapi_io_bridge::pg::quote_ident;
 use strapi_io_bridge::strapi::Action;
 use tokio_postgres::Client;
 
@@ -244,8 +245,4 @@ async fn a_closed_connection_is_a_retryable_error() {
         .err()
         .unwrap_or_else(|| panic!("load over a closed connection succeeded"));
     assert!(err.is_retryable(), "{err}");
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
+use crate::pg::quote_ident;
 use crate::pgoutput::{Column, Relation, RelationId, ReplicaIdentity, RowOp, Value};
 use crate::strapi::AccessTable;
 
@@ -60,11 +61,6 @@ fn wanted_columns(table: AccessTable) -> &'static [&'static str] {
         AccessTable::ApiTokens => &["id", "name", "type", "access_key", "expires_at"],
         AccessTable::ApiTokenPermissionLinks => &["id", "api_token_permission_id", "api_token_id"],
     }
-}
-
-/// `"name"`, with embedded quotes doubled.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Reads every access table of `schema` into [`Tables`].

@@ -16,6 +16,22 @@ use tokio_postgres::error::SqlState;
 use crate::config::{DatabaseConfig, SslMode};
 pub use tls::{MakeRustlsConnect, MaybeTls, TlsError, TlsPolicy};
 
+/// An SQL identifier in double quotes, inner quotes doubled (`my "table"` → `"my ""table"""`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An SQL string literal; backslashes make it an `E''` literal so its meaning never depends on
+/// `standard_conforming_strings` (as libpq's `PQescapeLiteral`).
+pub fn quote_literal(value: &str) -> String {
+    let quoted = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
 /// What PostgreSQL sees as `application_name` when the URL sets none.
 pub const APPLICATION_NAME: &str = "strapi-io-bridge";
 

@@ -6,6 +6,7 @@ use super::conn::{Conn, classify};
 use super::error::ReplicationError;
 use crate::config::DatabaseConfig;
 use crate::lsn::Lsn;
+use crate::pg::{quote_ident, quote_literal};
 
 /// What `IDENTIFY_SYSTEM` says about the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,22 +195,6 @@ pub(super) fn start_replication_command(
         "START_REPLICATION SLOT {} LOGICAL 0/0 ({options})",
         quote_ident(slot)
     )
-}
-
-/// A double-quoted identifier.
-pub(super) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A string literal; backslashes make it an `E''` literal so their meaning never depends on
-/// `standard_conforming_strings` (as libpq's `PQescapeLiteral`).
-pub(super) fn quote_literal(value: &str) -> String {
-    let quoted = value.replace('\'', "''");
-    if value.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
-    }
 }
 
 #[cfg(test)]

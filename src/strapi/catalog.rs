@@ -14,6 +14,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
+use crate::pg::quote_ident;
+
 pub use super::naming::snake_case;
 
 /// The core-store key of the content-type schema.
@@ -351,11 +353,6 @@ pub(crate) fn pg_detail(e: &tokio_postgres::Error) -> String {
 /// `"schema"."table"`, each part quoted as an SQL identifier.
 pub(crate) fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
-}
-
-/// An SQL identifier in double quotes, inner quotes doubled.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Reads the catalog from `<schema>.strapi_core_store_settings`.

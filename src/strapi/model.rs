@@ -37,7 +37,6 @@ use crate::pgoutput::{
 
 use super::catalog::{
     CORE_STORE_TABLE, CatalogError, SCHEMA_KEY, load_catalog, parse_schema, pg_detail, qualified,
-    quote_ident,
 };
 use super::custom::CustomMessage;
 use super::filter::{self, Filter};
@@ -46,6 +45,7 @@ use super::{
     AccessChange, AccessTable, Action, Catalog, CatalogHandle, ContentType, Kind, ModelOutput,
     Payload, RawEmit, StrapiEvent,
 };
+use crate::pg::quote_ident;
 
 /// The core-store key of the users-permissions advanced settings (`email_confirmation`).
 const ADVANCED_KEY: &str = "plugin_users-permissions_advanced";
