@@ -13,7 +13,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
 use crate::pg::quote_ident;
-use crate::pgoutput::{Column, Relation, RelationId, ReplicaIdentity, RowOp, Value};
+use crate::pgoutput::{Relation, RelationId, ReplicaIdentity, RowOp, Value};
 use crate::strapi::AccessTable;
 
 use super::tables::Tables;
@@ -174,21 +174,15 @@ async fn table_columns(
 
 /// A relation naming `columns`, so loaded rows read like streamed ones.
 fn synthetic_relation(schema: &str, table: &str, columns: &[&str]) -> Arc<Relation> {
-    Arc::new(Relation {
-        id: RelationId(0),
-        namespace: schema.to_owned(),
-        name: table.to_owned(),
-        replica_identity: ReplicaIdentity::Default,
-        columns: columns
-            .iter()
-            .map(|c| Column {
-                name: (*c).to_owned(),
-                type_oid: 25,
-                type_modifier: -1,
-                is_key: *c == "id",
-            })
-            .collect(),
-    })
+    // Type 25 (text): the rows are read with the simple query protocol, in text form.
+    let columns: Vec<(&str, u32)> = columns.iter().map(|c| (*c, 25)).collect();
+    Arc::new(Relation::described(
+        RelationId(0),
+        schema,
+        table,
+        ReplicaIdentity::Default,
+        &columns,
+    ))
 }
 
 /// `email_confirmation` from the core store; `false` when the row or table is missing or

@@ -10,7 +10,7 @@ use super::state::Clock;
 use super::*;
 use crate::config::{PermissionMode, Secret};
 use crate::lsn::Lsn;
-use crate::pgoutput::{Column, OldRow, Relation, RelationId, ReplicaIdentity, RowOp, Value};
+use crate::pgoutput::{OldRow, Relation, RelationId, ReplicaIdentity, RowOp, Value};
 use crate::strapi::{AccessTable, ContentType, Kind};
 
 // ---------------------------------------------------------------------------------------------
@@ -120,21 +120,14 @@ fn columns(table: AccessTable) -> &'static [&'static str] {
 }
 
 fn relation(table: AccessTable) -> Arc<Relation> {
-    Arc::new(Relation {
-        id: RelationId(16_384),
-        namespace: "public".to_owned(),
-        name: table.table_name().to_owned(),
-        replica_identity: ReplicaIdentity::Default,
-        columns: columns(table)
-            .iter()
-            .map(|c| Column {
-                name: (*c).to_owned(),
-                type_oid: 25,
-                type_modifier: -1,
-                is_key: *c == "id",
-            })
-            .collect(),
-    })
+    let columns: Vec<(&str, u32)> = columns(table).iter().map(|c| (*c, 25)).collect();
+    Arc::new(Relation::described(
+        RelationId(16_384),
+        "public",
+        table.table_name(),
+        ReplicaIdentity::Default,
+        &columns,
+    ))
 }
 
 /// A tuple of `table` with these columns set (as text) and every other column NULL.

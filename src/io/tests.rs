@@ -32,7 +32,7 @@ use crate::config::{
 };
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::pgoutput::{Column, Relation, RelationId, ReplicaIdentity, RowOp, Value as PgValue};
+use crate::pgoutput::{Relation, RelationId, ReplicaIdentity, RowOp, Value as PgValue};
 use crate::strapi::{
     AccessChange, AccessTable, Action, Catalog, CatalogHandle, ContentType, Kind, Payload, RawEmit,
 };
@@ -624,21 +624,13 @@ async fn handshake_before_access_is_loaded_is_refused() {
 // ---------------------------------------------------------------------------------------------
 
 fn relation(name: &str, columns: &[(&str, u32)]) -> Arc<Relation> {
-    Arc::new(Relation {
-        id: RelationId(1),
-        namespace: "public".to_owned(),
-        name: name.to_owned(),
-        replica_identity: ReplicaIdentity::Default,
-        columns: columns
-            .iter()
-            .map(|(name, oid)| Column {
-                name: (*name).to_owned(),
-                type_oid: *oid,
-                type_modifier: -1,
-                is_key: *name == "id",
-            })
-            .collect(),
-    })
+    Arc::new(Relation::described(
+        RelationId(1),
+        "public",
+        name,
+        ReplicaIdentity::Default,
+        columns,
+    ))
 }
 
 fn text(s: &str) -> PgValue {

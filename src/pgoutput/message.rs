@@ -71,6 +71,32 @@ pub struct Relation {
 }
 
 impl Relation {
+    /// A description made outside the stream (rows read with SQL, tests): columns in order with
+    /// their type OIDs, no type modifiers, `id` as the key.
+    pub fn described(
+        id: RelationId,
+        namespace: &str,
+        name: &str,
+        replica_identity: ReplicaIdentity,
+        columns: &[(&str, u32)],
+    ) -> Relation {
+        Relation {
+            id,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            replica_identity,
+            columns: columns
+                .iter()
+                .map(|(column, type_oid)| Column {
+                    name: (*column).to_owned(),
+                    type_oid: *type_oid,
+                    type_modifier: -1,
+                    is_key: *column == "id",
+                })
+                .collect(),
+        }
+    }
+
     /// Index of the column named `name`, if the table has it.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)

@@ -11,7 +11,7 @@ use serde_json::{Value as Json, json};
 
 use super::*;
 use crate::config::ActionFilter;
-use crate::pgoutput::{Column, PgTimestamp};
+use crate::pgoutput::PgTimestamp;
 
 const RECORDED: &str = include_str!("../../../tests/fixtures/strapi4-recorded.json");
 const REFERENCE_SCHEMA: &str =
@@ -68,21 +68,13 @@ fn relation(
     columns: &[(&str, u32)],
     identity: ReplicaIdentity,
 ) -> Arc<Relation> {
-    Arc::new(Relation {
-        id: RelationId(id),
-        namespace: "public".to_owned(),
-        name: table.to_owned(),
-        replica_identity: identity,
-        columns: columns
-            .iter()
-            .map(|(name, oid)| Column {
-                name: (*name).to_owned(),
-                type_oid: *oid,
-                type_modifier: -1,
-                is_key: *name == "id",
-            })
-            .collect(),
-    })
+    Arc::new(Relation::described(
+        RelationId(id),
+        "public",
+        table,
+        identity,
+        columns,
+    ))
 }
 
 fn text(s: &str) -> Value {
