@@ -449,7 +449,8 @@ impl Cluster {
         Ok(self.root.clone())
     }
 
-    fn pg_ctl(&self, args: &[&str]) -> Result<(), ClusterError> {
+    /// `pg_ctl -D <data> -l <log> <args>`, run as the cluster's owner; its output.
+    fn pg_ctl_output(&self, args: &[&str]) -> Result<std::process::Output, ClusterError> {
         let mut command = self.command("pg_ctl");
         command
             .arg("-D")
@@ -457,7 +458,11 @@ impl Cluster {
             .arg("-l")
             .arg(&self.log)
             .args(args);
-        let output = self.output(&mut command, "pg_ctl")?;
+        self.output(&mut command, "pg_ctl")
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), ClusterError> {
+        let output = self.pg_ctl_output(args)?;
         if output.status.success() {
             return Ok(());
         }
@@ -507,14 +512,7 @@ impl Cluster {
             // The file is the postgres user's; rewriting it in place keeps its owner.
             fs::write(&conf, format!("{base}{settings}"))
                 .map_err(io_error(format!("write {}", conf.display())))?;
-            let mut command = self.command("pg_ctl");
-            command
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(&self.log)
-                .args(["start", "-w", "-t", PG_CTL_TIMEOUT_SECS]);
-            let output = self.output(&mut command, "pg_ctl")?;
+            let output = self.pg_ctl_output(&["start", "-w", "-t", PG_CTL_TIMEOUT_SECS])?;
             if output.status.success() {
                 return Ok(());
             }
