@@ -1,7 +1,7 @@
 //! Liveness and readiness shared by every stage, read by `/healthz`, `/readyz` and `/metrics`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::lsn::Lsn;
 
@@ -14,6 +14,11 @@ pub struct HealthState {
     server_lsn: AtomicU64,
     confirmed_lsn: AtomicU64,
     last_commit_unix_micros: AtomicI64,
+    discontinuities: AtomicU64,
+    /// What the last discontinuity was, for `/readyz`.
+    last_discontinuity: Mutex<Option<String>>,
+    /// Why start-up (or a reload) has not finished yet, for `/readyz`.
+    waiting: Mutex<Option<String>>,
 }
 
 /// A cheap-to-clone handle on [`HealthState`].
@@ -56,6 +61,57 @@ impl Health {
         self.0
             .last_commit_unix_micros
             .store(unix_micros, Ordering::Relaxed);
+    }
+
+    /// A new replication session starts at `start`: the server is the authority on positions,
+    /// so the server and confirmed positions restart from it (they may be lower than before,
+    /// after a failover).
+    pub fn new_session(&self, start: Lsn) {
+        self.0.server_lsn.store(start.0, Ordering::Relaxed);
+        self.0.confirmed_lsn.store(start.0, Ordering::Relaxed);
+    }
+
+    /// The stream lost continuity (`what` says how): reported on `/readyz` and `/metrics`
+    /// until the process restarts.
+    pub fn report_discontinuity(&self, what: String) {
+        self.0.discontinuities.fetch_add(1, Ordering::Relaxed);
+        *self
+            .0
+            .last_discontinuity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(what);
+    }
+
+    /// Discontinuities since start.
+    pub fn discontinuities(&self) -> u64 {
+        self.0.discontinuities.load(Ordering::Relaxed)
+    }
+
+    /// The last discontinuity, if any.
+    pub fn last_discontinuity(&self) -> Option<String> {
+        self.0
+            .last_discontinuity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What loading waits for (`None` once loaded): e.g. PostgreSQL being unreachable.
+    pub fn set_waiting(&self, what: Option<String>) {
+        *self
+            .0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = what;
+    }
+
+    /// What loading waits for, if anything.
+    pub fn waiting(&self) -> Option<String> {
+        self.0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Ready to serve: streaming, with catalog and access loaded.

@@ -13,7 +13,7 @@
 //! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
 //! - [`io`]: the Socket.IO server, handshake and emit.
-//! - [`pipeline`]: wires the stages; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
+//! - [`pipeline`]: wires the stages; [`startup`]: loading at one snapshot, the replay filter; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
 //!   around them; [`cluster`]: throwaway PostgreSQL clusters for `demo` and the tests.
 
 pub mod access;
@@ -31,5 +31,6 @@ pub mod pgoutput;
 pub mod pipeline;
 pub mod replication;
 pub mod shutdown;
+pub mod startup;
 pub mod strapi;
 pub mod tail;

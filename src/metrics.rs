@@ -44,6 +44,14 @@ pub const CONFIRMED_LSN: &str = "strapi_io_confirmed_lsn";
 pub const SERVER_LSN: &str = "strapi_io_server_lsn";
 /// Gauge: 1 when streaming with catalog and access loaded, else 0.
 pub const READY: &str = "strapi_io_ready";
+/// Counter: connected sockets checked again against access data (after an access change
+/// that can affect them, or at their credential's expiry).
+pub const SOCKET_RECHECKS: &str = "strapi_io_socket_rechecks";
+/// Counter: connected sockets whose access was taken away (disconnected).
+pub const SOCKETS_REVOKED: &str = "strapi_io_sockets_revoked";
+/// Gauge: replication discontinuities since start (the slot had to be created again, or the
+/// server is another cluster): changes in between were never seen; state was reloaded.
+pub const REPLICATION_DISCONTINUITIES: &str = "strapi_io_replication_discontinuities";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EventLabels {
@@ -80,6 +88,9 @@ struct Inner {
     confirmed_lsn: Gauge,
     server_lsn: Gauge,
     ready: Gauge,
+    socket_rechecks: Counter,
+    sockets_revoked: Counter,
+    discontinuities: Gauge,
     /// Serializes scrapes: the per-room family is cleared and refilled on each one.
     scrape: Mutex<()>,
 }
@@ -116,6 +127,9 @@ impl Metrics {
         let confirmed_lsn = Gauge::default();
         let server_lsn = Gauge::default();
         let ready = Gauge::default();
+        let socket_rechecks = Counter::default();
+        let sockets_revoked = Counter::default();
+        let discontinuities = Gauge::default();
         registry.register(
             SOCKETS_CONNECTED,
             "Sockets connected to the default namespace",
@@ -176,6 +190,21 @@ impl Metrics {
             "1 when streaming with catalog and access loaded",
             ready.clone(),
         );
+        registry.register(
+            SOCKET_RECHECKS,
+            "Connected sockets checked again against access data",
+            socket_rechecks.clone(),
+        );
+        registry.register(
+            SOCKETS_REVOKED,
+            "Connected sockets whose access was taken away",
+            sockets_revoked.clone(),
+        );
+        registry.register(
+            REPLICATION_DISCONTINUITIES,
+            "Replication discontinuities since start (slot created again, or another cluster)",
+            discontinuities.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             sockets_connected,
@@ -190,6 +219,9 @@ impl Metrics {
             confirmed_lsn,
             server_lsn,
             ready,
+            socket_rechecks,
+            sockets_revoked,
+            discontinuities,
             scrape: Mutex::new(()),
         }))
     }
@@ -223,6 +255,16 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// A connected socket was checked again against access data.
+    pub fn socket_rechecked(&self) {
+        self.0.socket_rechecks.inc();
+    }
+
+    /// A connected socket's access was taken away.
+    pub fn socket_revoked(&self) {
+        self.0.sockets_revoked.inc();
     }
 
     /// A webhook call for `event` failed.
@@ -265,6 +307,9 @@ impl Metrics {
             .set(saturating_i64(health.confirmed_lsn().0));
         inner.server_lsn.set(saturating_i64(health.server_lsn().0));
         inner.ready.set(i64::from(health.is_ready()));
+        inner
+            .discontinuities
+            .set(saturating_i64(health.discontinuities()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &inner.registry)?;
         Ok(out)

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::access::{Access, AccessConfig, Outgoing};
+use crate::access::{Access, Outgoing, Recheck};
 use crate::config::Config;
 use crate::health::Health;
 use crate::io::{self, Emitter, IoOptions};
@@ -29,7 +29,9 @@ use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
 use crate::replication::{self, Progress, Replicated};
-use crate::strapi::{CatalogHandle, Model, ModelConfig, ModelOutput};
+use crate::startup::{self, ReplayFilter};
+use crate::strapi::catalog::CORE_STORE_TABLE;
+use crate::strapi::{CatalogHandle, Model, ModelOutput};
 
 /// Batches of XLogData between the replication client and the processing task. Each batch is
 /// what one socket read held, so this bounds memory to a few MB while keeping the reader busy.
@@ -48,12 +50,9 @@ pub async fn run(
     let health = Health::new();
     let metrics = Metrics::new();
     let catalog = CatalogHandle::default();
-
-    let Some((client, model, access)) = load_with_retry(&cfg, &catalog, &shutdown).await? else {
-        return Ok(());
-    };
-    health.set_catalog_loaded(true);
-    health.set_access_loaded(true);
+    // Nothing loaded yet: handshakes are told to come back, `/readyz` says what it waits for,
+    // `/healthz` answers from the start.
+    let access = Access::unloaded();
 
     let (router, emitter) = io::build(
         IoOptions {
@@ -62,7 +61,7 @@ pub async fn run(
             admin_token: cfg.admin_token.clone(),
         },
         access.handle(),
-        catalog,
+        catalog.clone(),
         health.clone(),
         metrics,
     );
@@ -77,7 +76,33 @@ pub async fn run(
     if let Some(addr) = local {
         info!(%addr, path = %cfg.io.path, "Socket.IO listening");
     }
+    let expiries = tokio::spawn(emitter.clone().watch_expiries(server_stop.clone()));
 
+    let result = stream(&cfg, catalog, access, &emitter, &health, &shutdown).await;
+
+    emitter.close().await;
+    server_stop.cancel();
+    if let Err(e) = server.await {
+        warn!(error = %e, "HTTP server task failed");
+    }
+    let _ = expiries.await;
+    result
+}
+
+/// Loads, then runs replication and processing until shutdown or a fatal error.
+async fn stream(
+    cfg: &Config,
+    catalog: CatalogHandle,
+    access: Access,
+    emitter: &Emitter,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(loaded) = startup::load_with_retry(cfg, &catalog, health, shutdown).await? else {
+        return Ok(());
+    };
+    // Replication stops on shutdown, or when processing stopped on a fatal reload error.
+    let stop = shutdown.child_token();
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let replication = tokio::spawn(replication::run(
@@ -85,23 +110,32 @@ pub async fn run(
         tx,
         progress_rx,
         health.clone(),
-        shutdown.clone(),
+        stop.clone(),
     ));
-
     let mut processor = Processor {
-        client,
+        client: loaded.client,
         db: cfg.database.clone(),
         decoder: Decoder::new(),
-        model,
+        model: loaded.model,
         access,
         emitter: emitter.clone(),
         health: health.clone(),
         progress: progress_tx,
         state: Progress::default(),
-        access_changed: false,
+        recheck: Recheck::default(),
         outputs: Vec::new(),
+        cfg: cfg.clone(),
+        catalog,
+        shutdown: stop.clone(),
+        replay: ReplayFilter::default(),
+        replayed: false,
     };
+    processor.install(loaded.access, loaded.replay);
     let processed = processor.run(rx).await;
+    if processed.is_err() {
+        stop.cancel();
+    }
+    drop(processor);
 
     // The processing task ends when the replication client drops its sender: on shutdown, or
     // after a fatal replication error.
@@ -109,87 +143,8 @@ pub async fn run(
         .await
         .context("replication task panicked")
         .and_then(|r| r.map_err(anyhow::Error::from));
-
-    emitter.close().await;
-    server_stop.cancel();
-    if let Err(e) = server.await {
-        warn!(error = %e, "HTTP server task failed");
-    }
     processed?;
     replicated
-}
-
-/// Why loading failed, and whether trying again may help.
-enum LoadError {
-    /// PostgreSQL unreachable, starting up, or the connection dropped.
-    Transient(anyhow::Error),
-    /// Wrong password, missing database, bad `content_types`…: a person must act.
-    Fatal(anyhow::Error),
-}
-
-/// Connects and loads the catalog and the access tables, retrying with backoff while
-/// PostgreSQL is unreachable (it may start after the bridge). `None` when shut down meanwhile.
-async fn load_with_retry(
-    cfg: &Config,
-    catalog: &CatalogHandle,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<(tokio_postgres::Client, Model, Access)>> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match load(cfg, catalog).await {
-            Ok(loaded) => return Ok(Some(loaded)),
-            Err(LoadError::Fatal(e)) => return Err(e),
-            Err(LoadError::Transient(e)) => {
-                warn!(error = format!("{e:#}"), retry_in = ?delay, "cannot start yet; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-impl LoadError {
-    fn new(transient: bool, error: anyhow::Error) -> LoadError {
-        if transient {
-            LoadError::Transient(error)
-        } else {
-            LoadError::Fatal(error)
-        }
-    }
-}
-
-async fn load(
-    cfg: &Config,
-    catalog: &CatalogHandle,
-) -> Result<(tokio_postgres::Client, Model, Access), LoadError> {
-    let client = pg::connect(&cfg.database).await.map_err(|e| {
-        // No SQLSTATE: the network; 57P03: the server is starting or stopping.
-        let transient = e.code().is_none_or(|c| c.code() == "57P03");
-        let what = format!("connecting to {}", cfg.database.display_target());
-        LoadError::new(transient, anyhow::Error::from(e).context(what))
-    })?;
-    let model = Model::load(&client, ModelConfig::from_config(cfg), catalog.clone())
-        .await
-        .map_err(|e| {
-            let transient = e.is_retryable();
-            let what = "loading Strapi's content types";
-            LoadError::new(transient, anyhow::Error::from(e).context(what))
-        })?;
-    let access = Access::load(
-        &client,
-        &cfg.database.schema,
-        AccessConfig::from_auth(&cfg.auth),
-    )
-    .await
-    .map_err(|e| {
-        let transient = e.is_retryable();
-        let what = "loading Strapi's roles, permissions, users and API tokens";
-        LoadError::new(transient, anyhow::Error::from(e).context(what))
-    })?;
-    Ok((client, model, access))
 }
 
 /// The processing task's state: one instance of each stage, run in stream order.
@@ -203,20 +158,37 @@ struct Processor {
     health: Health,
     progress: watch::Sender<Progress>,
     state: Progress,
-    access_changed: bool,
+    /// Sockets to check again before the next event goes out.
+    recheck: Recheck,
     outputs: Vec<ModelOutput>,
+    /// For reloads.
+    cfg: Config,
+    catalog: CatalogHandle,
+    shutdown: CancellationToken,
+    /// Which replayed transactions the loaded state already contains.
+    replay: ReplayFilter,
+    /// The current transaction is one of those: its access and schema rows are skipped.
+    replayed: bool,
 }
 
 impl Processor {
     async fn run(&mut self, mut rx: mpsc::Receiver<Replicated>) -> anyhow::Result<()> {
         while let Some(item) = rx.recv().await {
             match item {
-                Replicated::Session { start } => {
+                Replicated::Session {
+                    start,
+                    created,
+                    discontinuity,
+                } => {
                     // A new session resends every transaction not yet confirmed; anything of an
                     // unfinished transaction from the old one is void.
                     info!(%start, "replication session started");
                     self.decoder = Decoder::new();
                     self.state.in_transaction = false;
+                    self.replayed = false;
+                    if created || discontinuity.is_some() {
+                        self.reload().await?;
+                    }
                 }
                 Replicated::Data(batch) => {
                     let count = batch.len() as u64;
@@ -241,8 +213,21 @@ impl Processor {
             }
         };
         match &change {
-            Change::Begin { .. } => self.state.in_transaction = true,
+            Change::Begin {
+                xid, commit_lsn, ..
+            } => {
+                self.state.in_transaction = true;
+                self.replayed = self.replay.contains(*xid, *commit_lsn);
+            }
             Change::Commit { .. } => self.state.in_transaction = false,
+            Change::Row { relation, .. }
+                if self.replayed
+                    && relation.name == CORE_STORE_TABLE
+                    && relation.namespace == self.cfg.database.schema =>
+            {
+                // The loaded catalog and settings are newer than this row.
+                return;
+            }
             _ => {}
         }
         self.ensure_client().await;
@@ -258,9 +243,11 @@ impl Processor {
 
     async fn output(&mut self, output: ModelOutput) {
         match output {
+            // The loaded tables already contain this transaction's rows, and newer ones.
+            ModelOutput::Access(_) if self.replayed => {}
             ModelOutput::Access(change) => {
-                self.access.apply(change);
-                self.access_changed = true;
+                let recheck = self.access.apply(change);
+                self.recheck.merge(recheck);
             }
             ModelOutput::Event(event) => {
                 self.flush_access_change().await;
@@ -283,11 +270,39 @@ impl Processor {
         }
     }
 
-    /// Sockets are re-checked once per run of access changes, before the next event goes out.
+    /// Sockets are re-checked once per run of access changes, before the next event goes out,
+    /// and only those the changes can affect.
     async fn flush_access_change(&mut self) {
-        if std::mem::take(&mut self.access_changed) {
-            self.emitter.send(Outgoing::AccessChanged).await;
+        let recheck = std::mem::take(&mut self.recheck);
+        if !recheck.is_empty() {
+            self.emitter.send(Outgoing::AccessChanged(recheck)).await;
         }
+    }
+
+    /// Makes freshly loaded access tables current, with the filter for the replay ahead.
+    fn install(&mut self, access: Access, replay: ReplayFilter) {
+        self.access.handle().replace_with(access);
+        self.replay = replay;
+        self.health.set_catalog_loaded(true);
+        self.health.set_access_loaded(true);
+    }
+
+    /// The slot was created (by this session: nothing before its position will come) or
+    /// continuity was lost: the catalog and the access tables are read again, now that the
+    /// stream covers everything after, and every socket is checked against them.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let Some(loaded) =
+            startup::load_with_retry(&self.cfg, &self.catalog, &self.health, &self.shutdown)
+                .await?
+        else {
+            return Ok(());
+        };
+        self.client = loaded.client;
+        self.model = loaded.model;
+        self.install(loaded.access, loaded.replay);
+        self.recheck = Recheck::everything();
+        self.flush_access_change().await;
+        Ok(())
     }
 
     /// Reconnects the SQL connection the model uses for rare re-reads, if it dropped.

@@ -225,7 +225,7 @@ async fn consume(
     let mut pause_at_commit = false;
     while let Some(item) = rx.recv().await {
         match item {
-            Replicated::Session { start } => {
+            Replicated::Session { start, .. } => {
                 decoder = Decoder::new();
                 p.in_transaction = false;
                 progress.send_replace(p);

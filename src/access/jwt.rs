@@ -57,7 +57,14 @@ impl JwtVerifier {
     }
 
     /// Verifies `token` at `now_secs` (Unix seconds) and returns the user id it names.
+    #[cfg(test)]
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<i64, JwtError> {
+        self.verify_claims(token, now_secs).map(|c| c.id)
+    }
+
+    /// [`verify`](Self::verify), returning the `exp` too (a connected socket is checked
+    /// again then).
+    pub fn verify_claims(&self, token: &str, now_secs: i64) -> Result<Claims, JwtError> {
         let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
             .map_err(|e| JwtError::Signature(e.to_string()))?;
         let Value::Object(claims) = data.claims else {
@@ -74,13 +81,22 @@ impl JwtVerifier {
         {
             return Err(JwtError::NotYetValid);
         }
-        if let Some(exp) = number("exp")?
-            && now >= exp
-        {
+        let exp = number("exp")?;
+        if exp.is_some_and(|exp| now >= exp) {
             return Err(JwtError::Expired);
         }
-        claims.get("id").and_then(json_id).ok_or(JwtError::NoId)
+        let id = claims.get("id").and_then(json_id).ok_or(JwtError::NoId)?;
+        Ok(Claims { id, exp })
     }
+}
+
+/// What a verified JWT says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Claims {
+    /// `up_users.id`.
+    pub id: i64,
+    /// `exp` in Unix seconds, when present.
+    pub exp: Option<f64>,
 }
 
 /// A JSON number that is a whole `i64` (`3`, also `3.0` as JavaScript does not tell them apart).

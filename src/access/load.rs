@@ -82,7 +82,7 @@ pub(crate) async fn load_tables(client: &Client, schema: &str) -> Result<Tables,
     result
 }
 
-async fn read_all(client: &Client, schema: &str) -> Result<Tables, AccessError> {
+pub(crate) async fn read_all(client: &Client, schema: &str) -> Result<Tables, AccessError> {
     let mut tables = Tables::default();
     for table in AccessTable::ALL {
         let name = table.table_name();

@@ -54,6 +54,7 @@ mod text;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::debug;
@@ -96,6 +97,78 @@ pub struct Principal {
     pub role: String,
     /// The user id, for users.
     pub user_id: Option<i64>,
+    /// The user's role (`up_roles.id`): a change to that role re-checks the socket.
+    pub role_id: Option<i64>,
+    /// When the credential stops being valid, in µs since the Unix epoch: a JWT's `exp`, an
+    /// API token's `expires_at`. `None` = never. A connected socket is checked again then.
+    pub expires_at: Option<i64>,
+    /// For API tokens, a fingerprint of the `access_key` the socket presented: a regenerated
+    /// token (same id, new key) no longer matches, and its sockets are cut off.
+    pub key_fingerprint: Option<u64>,
+}
+
+/// Which connected sockets an access change can affect: only those are checked again, so a
+/// write that changes nothing the bridge reads (Strapi's `last_used_at`) costs nothing, and
+/// a change to one user costs one socket lookup per connected socket, not a re-check of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recheck {
+    /// Every socket with a user or token (a reload).
+    pub all: bool,
+    /// Every user's socket (email confirmation switched, a users or roles table truncated).
+    pub all_users: bool,
+    /// Every API token's socket (the tokens table truncated).
+    pub all_tokens: bool,
+    /// Sockets of these users (`up_users.id`).
+    pub users: BTreeSet<i64>,
+    /// Sockets of users holding these roles (`up_roles.id`).
+    pub roles: BTreeSet<i64>,
+    /// Sockets of these API tokens (`strapi_api_tokens.id`).
+    pub tokens: BTreeSet<i64>,
+}
+
+impl Recheck {
+    /// Every socket.
+    pub fn everything() -> Recheck {
+        Recheck {
+            all: true,
+            ..Recheck::default()
+        }
+    }
+
+    /// Whether no socket is affected.
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && !self.all_users
+            && !self.all_tokens
+            && self.users.is_empty()
+            && self.roles.is_empty()
+            && self.tokens.is_empty()
+    }
+
+    /// Adds what `other` affects.
+    pub fn merge(&mut self, other: Recheck) {
+        self.all |= other.all;
+        self.all_users |= other.all_users;
+        self.all_tokens |= other.all_tokens;
+        self.users.extend(other.users);
+        self.roles.extend(other.roles);
+        self.tokens.extend(other.tokens);
+    }
+
+    /// Whether a socket with `principal` must be checked again. Public sockets never are:
+    /// their room is the configured public role name, whatever the tables say.
+    pub fn affects(&self, principal: &Principal) -> bool {
+        match principal.identity {
+            Identity::Public => false,
+            Identity::User { id } => {
+                self.all
+                    || self.all_users
+                    || self.users.contains(&id)
+                    || principal.role_id.is_some_and(|r| self.roles.contains(&r))
+            }
+            Identity::ApiToken { id } => self.all || self.all_tokens || self.tokens.contains(&id),
+        }
+    }
 }
 
 /// Why a handshake is refused. The `Display` text is what the client's `connect_error`
@@ -134,9 +207,10 @@ pub enum Outgoing {
     Deliver(Delivery),
     /// Emit as given (custom `raw`).
     Raw(RawEmit),
-    /// Roles, users or tokens changed: re-check connected sockets (disconnect blocked or
-    /// deleted users, move sockets whose role changed).
-    AccessChanged,
+    /// Roles, users or tokens changed: re-check the connected sockets this can affect
+    /// (disconnect blocked or deleted users, removed, expired or regenerated tokens; move
+    /// sockets whose role changed).
+    AccessChanged(Recheck),
 }
 
 /// A role (`up_roles`).
@@ -310,6 +384,19 @@ impl AccessHandle {
         self.read().refresh(identity)
     }
 
+    /// Re-checks a connected socket's principal: [`refresh`](Self::refresh), and also refuses
+    /// a JWT past its `exp` and an API token whose key was regenerated since the handshake.
+    /// The answer keeps the JWT's `exp`.
+    pub fn recheck(&self, principal: &Principal) -> Result<Principal, AuthError> {
+        self.read().recheck(principal)
+    }
+
+    /// Replaces the whole state with `other`'s (a reload); every handle sees the new one.
+    pub fn replace_with(&self, other: Access) {
+        let new = std::mem::take(&mut *other.handle.write());
+        *self.write() = new;
+    }
+
     /// Rooms allowed to receive `action` events of content type `uid` (roles by id, then
     /// tokens by id). Cached per `(uid, action)` until the next access change or token expiry.
     pub fn rooms_for(&self, uid: &str, action: &Action) -> Arc<[RoomName]> {
@@ -362,6 +449,29 @@ impl Access {
         )))
     }
 
+    /// [`load`](Self::load) inside a transaction the caller opened (`REPEATABLE READ`, with
+    /// `DateStyle = 'ISO'` and `TimeZone = 'UTC'`), so that other reads share its snapshot.
+    pub async fn load_in_transaction(
+        client: &tokio_postgres::Client,
+        schema: &str,
+        cfg: AccessConfig,
+    ) -> Result<Access, AccessError> {
+        let tables = load::read_all(client, schema).await?;
+        Ok(Access::with_state(State::new(
+            cfg,
+            tables,
+            state::system_clock(),
+        )))
+    }
+
+    /// Nothing loaded yet: every handshake is told to come back later, until
+    /// [`AccessHandle::replace_with`] installs a loaded state.
+    pub fn unloaded() -> Access {
+        Access {
+            handle: AccessHandle::default(),
+        }
+    }
+
     /// The stage over a snapshot instead of the database (tests of later stages); see
     /// [`AccessHandle::from_snapshot`] for the ids it gives rows.
     pub fn from_snapshot(cfg: AccessConfig, snapshot: AccessSnapshot) -> Access {
@@ -394,8 +504,10 @@ impl Access {
 
     /// Applies one access change. Rows are matched by `id` (an UPDATE carries the whole new
     /// row; a DELETE may carry only the id); a TRUNCATE empties that table; unreadable
-    /// values are logged and read as unknown. Clears the rooms cache.
-    pub fn apply(&mut self, change: AccessChange) {
+    /// values are logged and read as unknown. A change to values the bridge reads rebuilds
+    /// what they imply; one that changes none of them (Strapi's `last_used_at`) does nothing.
+    /// Returns the sockets to check again.
+    pub fn apply(&mut self, change: AccessChange) -> Recheck {
         let mut state = self.handle.write();
         match change {
             AccessChange::Row {
@@ -404,12 +516,15 @@ impl Access {
                 op,
             } => {
                 debug!(table = table.table_name(), "access change");
-                state.apply_row(table, &relation, &op);
+                state.apply_row(table, &relation, &op)
             }
             AccessChange::Truncate(table) => state.truncate(table),
             AccessChange::AdvancedSettings(value) => match email_confirmation_setting(&value) {
                 Some(on) => state.set_email_confirmation(on),
-                None => debug!("users-permissions advanced settings without email_confirmation"),
+                None => {
+                    debug!("users-permissions advanced settings without email_confirmation");
+                    Recheck::default()
+                }
             },
         }
     }

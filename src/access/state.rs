@@ -18,8 +18,8 @@ use super::jwt::JwtVerifier;
 use super::tables::Tables;
 use super::text::Instant;
 use super::{
-    AccessConfig, AccessSnapshot, ApiToken, AuthError, Identity, Principal, Role, RoomName,
-    TokenKind, User,
+    AccessConfig, AccessSnapshot, ApiToken, AuthError, Identity, Principal, Recheck, Role,
+    RoomName, TokenKind, User,
 };
 
 /// Microseconds since the Unix epoch, UTC. Injected so tests can fix "now".
@@ -33,6 +33,15 @@ pub(crate) fn system_clock() -> Clock {
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     })
+}
+
+/// A fingerprint of an API token's `access_key` (itself a hash), kept with a connected socket
+/// to notice a regenerated key without keeping the key.
+pub(crate) fn key_fingerprint(access_key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    access_key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The room of an API token's sockets: `api-token:<strapi_api_tokens.id>`.
@@ -190,6 +199,8 @@ pub(crate) struct State {
     warned_no_jwt_secret: AtomicBool,
     warned_no_salt: AtomicBool,
     clock: Clock,
+    /// View rebuilds since this state was made.
+    rebuilds: u64,
 }
 
 impl Default for State {
@@ -210,6 +221,7 @@ impl Default for State {
             warned_no_jwt_secret: AtomicBool::new(false),
             warned_no_salt: AtomicBool::new(false),
             clock: system_clock(),
+            rebuilds: 0,
         }
     }
 }
@@ -246,6 +258,7 @@ impl State {
             warned_no_jwt_secret: AtomicBool::new(false),
             warned_no_salt: AtomicBool::new(false),
             clock,
+            rebuilds: 0,
         }
     }
 
@@ -273,33 +286,75 @@ impl State {
     // Changes
     // -----------------------------------------------------------------------------------------
 
-    pub fn apply_row(&mut self, table: AccessTable, relation: &Relation, op: &RowOp) {
-        if self.tables.apply_row(table, relation, op) {
-            self.changed(table);
+    /// Applies a row; returns the sockets it can affect. A row whose kept values did not
+    /// change (only columns the bridge does not read were written) changes nothing.
+    pub fn apply_row(&mut self, table: AccessTable, relation: &Relation, op: &RowOp) -> Recheck {
+        let Some(applied) = self.tables.apply_row(table, relation, op) else {
+            return Recheck::default();
+        };
+        if !applied.changed {
+            return Recheck::default();
         }
+        self.changed(table);
+        let mut recheck = Recheck::default();
+        match table {
+            AccessTable::Roles => recheck.roles.extend(applied.ids),
+            AccessTable::Users => recheck.users.extend(applied.ids),
+            AccessTable::UserRoleLinks => recheck.users.extend(applied.users),
+            AccessTable::ApiTokens => recheck.tokens.extend(applied.ids),
+            // Permissions decide which rooms an event goes to, not who is in a room.
+            AccessTable::Permissions
+            | AccessTable::PermissionRoleLinks
+            | AccessTable::ApiTokenPermissions
+            | AccessTable::ApiTokenPermissionLinks => {}
+        }
+        recheck
     }
 
-    pub fn truncate(&mut self, table: AccessTable) {
+    pub fn truncate(&mut self, table: AccessTable) -> Recheck {
         debug!(table = table.table_name(), "access table truncated");
         self.tables.truncate(table);
         self.changed(table);
-    }
-
-    pub fn set_email_confirmation(&mut self, on: bool) {
-        if self.tables.email_confirmation != on {
-            debug!(email_confirmation = on, "users-permissions setting changed");
+        match table {
+            AccessTable::Roles | AccessTable::Users | AccessTable::UserRoleLinks => Recheck {
+                all_users: true,
+                ..Recheck::default()
+            },
+            AccessTable::ApiTokens => Recheck {
+                all_tokens: true,
+                ..Recheck::default()
+            },
+            _ => Recheck::default(),
         }
-        self.tables.email_confirmation = on;
-        self.clear_cache();
     }
 
+    pub fn set_email_confirmation(&mut self, on: bool) -> Recheck {
+        if self.tables.email_confirmation == on {
+            return Recheck::default();
+        }
+        debug!(email_confirmation = on, "users-permissions setting changed");
+        self.tables.email_confirmation = on;
+        Recheck {
+            all_users: true,
+            ..Recheck::default()
+        }
+    }
+
+    /// What a changed table implies is rebuilt: the view and the rooms cache for roles,
+    /// permissions and tokens; nothing for users and their role links (handshakes read those
+    /// tables directly, and event rooms do not depend on them).
     fn changed(&mut self, table: AccessTable) {
         if !matches!(table, AccessTable::Users | AccessTable::UserRoleLinks) {
             self.view = View::build(&self.tables);
+            self.rebuilds += 1;
+            self.clear_cache();
         }
-        // Rooms depend on roles, permissions and tokens only; clearing on every change keeps
-        // the rule simple and costs one recomputation per (uid, action).
-        self.clear_cache();
+    }
+
+    /// How often the view was rebuilt since this state was made (for tests).
+    #[cfg(test)]
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
     }
 
     // -----------------------------------------------------------------------------------------
@@ -336,11 +391,16 @@ impl State {
             return Err(AuthError::InvalidToken);
         };
         let now_secs = self.now().div_euclid(1_000_000);
-        let id = verifier.verify(token, now_secs).map_err(|e| {
+        let claims = verifier.verify_claims(token, now_secs).map_err(|e| {
             debug!(reason = %e, "JWT refused");
             AuthError::InvalidToken
         })?;
-        self.user_principal(id)
+        let mut principal = self.user_principal(claims.id)?;
+        // Expired once `now >= exp` (whole seconds, as at the handshake).
+        principal.expires_at = claims
+            .exp
+            .map(|exp| (exp.ceil() as i64).saturating_mul(1_000_000));
+        Ok(principal)
     }
 
     fn authenticate_api_token(&self, token: &str) -> Result<Principal, AuthError> {
@@ -359,6 +419,32 @@ impl State {
             return Err(AuthError::InvalidToken);
         };
         self.token_principal(id)
+    }
+
+    pub fn recheck(&self, old: &Principal) -> Result<Principal, AuthError> {
+        if !self.loaded {
+            return Err(AuthError::NotReady);
+        }
+        match &old.identity {
+            Identity::Public => Ok(self.public_principal()),
+            Identity::User { id } => {
+                if old.expires_at.is_some_and(|exp| self.now() >= exp) {
+                    debug!(user = id, "JWT expired on a connected socket");
+                    return Err(AuthError::InvalidToken);
+                }
+                let mut new = self.user_principal(*id)?;
+                new.expires_at = old.expires_at;
+                Ok(new)
+            }
+            Identity::ApiToken { id } => {
+                let new = self.token_principal(*id)?;
+                if new.key_fingerprint != old.key_fingerprint {
+                    debug!(token = id, "API token regenerated; the old key is refused");
+                    return Err(AuthError::InvalidToken);
+                }
+                Ok(new)
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -382,6 +468,9 @@ impl State {
             rooms: vec![self.cfg.public_role_name.clone()],
             role: self.cfg.public_role_name.clone(),
             user_id: None,
+            role_id: None,
+            expires_at: None,
+            key_fingerprint: None,
         }
     }
 
@@ -400,10 +489,10 @@ impl State {
             debug!(user = id, "blocked user refused");
             return Err(AuthError::InvalidCredentials);
         }
-        let Some(role) = self
+        let Some((role_id, role)) = self
             .tables
             .role_of_user(id)
-            .and_then(|(_, role)| role.name.clone())
+            .and_then(|(role_id, role)| Some((role_id, role.name.clone()?)))
         else {
             debug!(user = id, "user without a role refused");
             return Err(AuthError::InvalidCredentials);
@@ -413,6 +502,9 @@ impl State {
             rooms: vec![role.clone()],
             role,
             user_id: Some(id),
+            role_id: Some(role_id),
+            expires_at: None,
+            key_fingerprint: None,
         })
     }
 
@@ -430,6 +522,14 @@ impl State {
             rooms: vec![token_room(id)],
             role: token.name.clone().unwrap_or_default(),
             user_id: None,
+            role_id: None,
+            // Strapi: expired once `expiresAt < now`, so the first instant refused is one µs on.
+            expires_at: match token.expires_at {
+                Some(Instant::At(t)) => Some(t.saturating_add(1)),
+                Some(Instant::MinusInfinity) => Some(i64::MIN),
+                Some(Instant::Infinity) | None => None,
+            },
+            key_fingerprint: token.access_key.as_deref().map(key_fingerprint),
         })
     }
 

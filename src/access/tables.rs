@@ -296,37 +296,48 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
-    /// Applies one row change. Returns whether it could be applied (it had a readable id).
-    pub fn apply_row(&mut self, table: AccessTable, relation: &Relation, op: &RowOp) -> bool {
+    /// Applies one row change. `None` when it could not be applied (no readable id);
+    /// otherwise what it changed among the values the bridge keeps (see [`Applied`]).
+    pub fn apply_row(
+        &mut self,
+        table: AccessTable,
+        relation: &Relation,
+        op: &RowOp,
+    ) -> Option<Applied> {
         match table {
-            AccessTable::Roles => apply_op(&mut self.roles, table, relation, op).is_some(),
-            AccessTable::Permissions => {
-                apply_op(&mut self.permissions, table, relation, op).is_some()
-            }
-            AccessTable::Users => apply_op(&mut self.users, table, relation, op).is_some(),
-            AccessTable::ApiTokens => apply_op(&mut self.api_tokens, table, relation, op).is_some(),
+            AccessTable::Roles => apply_compare(&mut self.roles, table, relation, op),
+            AccessTable::Permissions => apply_compare(&mut self.permissions, table, relation, op),
+            AccessTable::Users => apply_compare(&mut self.users, table, relation, op),
+            AccessTable::ApiTokens => apply_compare(&mut self.api_tokens, table, relation, op),
             AccessTable::ApiTokenPermissions => {
-                apply_op(&mut self.token_permissions, table, relation, op).is_some()
+                apply_compare(&mut self.token_permissions, table, relation, op)
             }
             AccessTable::PermissionRoleLinks => {
-                apply_op(&mut self.permission_role_links, table, relation, op).is_some()
+                apply_compare(&mut self.permission_role_links, table, relation, op)
             }
             AccessTable::ApiTokenPermissionLinks => {
-                apply_op(&mut self.token_permission_links, table, relation, op).is_some()
+                apply_compare(&mut self.token_permission_links, table, relation, op)
             }
             AccessTable::UserRoleLinks => {
-                let Some(touched) = apply_op(&mut self.user_role_links, table, relation, op) else {
-                    return false;
-                };
-                for (id, previous) in touched {
-                    if let Some(user) = previous.and_then(|p| p.from) {
-                        self.unindex_user_link(user, id);
+                let touched = apply_op(&mut self.user_role_links, table, relation, op)?;
+                let mut users = Vec::new();
+                for (id, previous) in &touched {
+                    if let Some(user) = previous.as_ref().and_then(|p| p.from) {
+                        self.unindex_user_link(user, *id);
+                        users.push(user);
                     }
-                    if let Some(user) = self.user_role_links.get(&id).and_then(|l| l.from) {
-                        self.links_by_user.entry(user).or_default().insert(id);
+                    if let Some(user) = self.user_role_links.get(id).and_then(|l| l.from) {
+                        self.links_by_user.entry(user).or_default().insert(*id);
+                        users.push(user);
                     }
                 }
-                true
+                let mut result = applied(&self.user_role_links, touched);
+                if result.changed {
+                    users.sort_unstable();
+                    users.dedup();
+                    result.users = users;
+                }
+                Some(result)
             }
         }
     }
@@ -449,6 +460,43 @@ impl Tables {
             );
         }
         t
+    }
+}
+
+/// What one row change did to the values the bridge keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// Whether any kept value changed: an UPDATE of columns the bridge does not read (Strapi's
+    /// `last_used_at`, an app's own `up_users` columns) changes nothing.
+    pub changed: bool,
+    /// Ids of the rows whose kept values changed (before and after a key change).
+    pub ids: Vec<i64>,
+    /// For user-role links: the users on either side of a changed link.
+    pub users: Vec<i64>,
+}
+
+/// [`apply_op`], then [`applied`].
+fn apply_compare<R: TableRow + PartialEq>(
+    map: &mut HashMap<i64, R>,
+    table: AccessTable,
+    relation: &Relation,
+    op: &RowOp,
+) -> Option<Applied> {
+    let touched = apply_op(map, table, relation, op)?;
+    Some(applied(map, touched))
+}
+
+/// Compares each touched row with what `map` holds now.
+fn applied<R: PartialEq>(map: &HashMap<i64, R>, touched: Vec<(i64, Option<R>)>) -> Applied {
+    let ids: Vec<i64> = touched
+        .into_iter()
+        .filter(|(id, previous)| previous.as_ref() != map.get(id))
+        .map(|(id, _)| id)
+        .collect();
+    Applied {
+        changed: !ids.is_empty(),
+        ids,
+        users: Vec::new(),
     }
 }
 

@@ -480,6 +480,10 @@ fn a_user_principal_names_role_and_user() {
             rooms: rooms(&["Editor"]),
             role: "Editor".to_owned(),
             user_id: Some(2),
+            role_id: Some(3),
+            // Eddie's `exp`: the socket is checked again then.
+            expires_at: Some(1_798_302_779_000_000),
+            key_fingerprint: None,
         }
     );
 }
@@ -587,6 +591,9 @@ fn no_token_is_the_public_role_and_nothing_loaded_is_not_ready() {
                 rooms: rooms(&["Guests"]),
                 role: "Guests".to_owned(),
                 user_id: None,
+                role_id: None,
+                expires_at: None,
+                key_fingerprint: None,
             }
         );
     }
@@ -623,6 +630,9 @@ fn api_tokens_authenticate_by_their_hash() {
             rooms: rooms(&["api-token:1"]),
             role: "lab-ro".to_owned(),
             user_id: None,
+            role_id: None,
+            expires_at: None,
+            key_fingerprint: Some(super::state::key_fingerprint(LAB_RO_KEY)),
         }
     );
     assert_eq!(lab.auth(LAB_CUSTOM), ok(&["api-token:2"]));
@@ -1317,7 +1327,7 @@ fn an_update_that_changes_the_id_moves_the_row() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn rooms_are_cached_until_any_change() {
+fn rooms_are_cached_until_a_change_that_can_change_them() {
     let mut lab = lab(PermissionMode::Read);
     let first = lab.handle.rooms_for(MESSAGE, &Action::Create);
     let again = lab.handle.rooms_for(MESSAGE, &Action::Create);
@@ -1336,14 +1346,14 @@ fn rooms_are_cached_until_any_change() {
         r#"{"data":{"id":1,"attributes":{}},"meta":{}}"#
     );
 
-    // Any change clears it, even one that cannot change rooms.
+    // A user change cannot change which rooms an event goes to: the cache stays.
     lab.apply([update(
         AccessTable::Users,
-        &[("id", "1"), ("confirmed", "t"), ("blocked", "f")],
+        &[("id", "1"), ("confirmed", "t"), ("blocked", "t")],
     )]);
     let after_user = lab.handle.rooms_for(MESSAGE, &Action::Create);
-    assert!(!Arc::ptr_eq(&first, &after_user));
-    assert_eq!(first, after_user);
+    assert!(Arc::ptr_eq(&first, &after_user));
+    // A permission change clears it.
 
     lab.apply([delete(AccessTable::PermissionRoleLinks, 25)]);
     assert_eq!(
@@ -1521,4 +1531,156 @@ fn snapshots_list_loaded_rows_sorted() {
         vec![(2, format!("{CHAT}.find")), (2, format!("{MESSAGE}.find"))]
     );
     assert!(!s.email_confirmation);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connected sockets: re-checks, expiry, regenerated keys, what a change affects
+// ---------------------------------------------------------------------------------------------
+
+/// The whole lab row of token 1 with `access_key` and `last_used_at` as given.
+fn lab_ro_row(key: &str, last_used_at: &str) -> AccessChange {
+    update(
+        AccessTable::ApiTokens,
+        &[
+            ("id", "1"),
+            ("name", "lab-ro"),
+            ("type", "read-only"),
+            ("access_key", key),
+            ("last_used_at", last_used_at),
+        ],
+    )
+}
+
+#[test]
+fn a_regenerated_api_token_refuses_sockets_of_the_old_key() {
+    let mut lab = lab(PermissionMode::Read);
+    let p = lab
+        .handle
+        .authenticate(Some(LAB_RO), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lab.handle.recheck(&p).map(|p| p.rooms),
+        Ok(rooms(&["api-token:1"]))
+    );
+    // Strapi's regenerate: same id, new access_key.
+    let recheck = lab
+        .access
+        .apply(lab_ro_row(&"ab".repeat(64), "2026-11-26 16:40:00"));
+    assert_eq!(recheck.tokens, [1].into());
+    assert_eq!(lab.handle.recheck(&p), Err(AuthError::InvalidToken));
+    // The plain refresh by id (which knows no key) would still say yes: the key is what counts.
+    assert_eq!(
+        lab.refresh(Identity::ApiToken { id: 1 }),
+        ok(&["api-token:1"])
+    );
+}
+
+#[test]
+fn a_write_to_columns_the_bridge_does_not_read_changes_nothing() {
+    let mut lab = lab(PermissionMode::Read);
+    let rebuilds = lab.handle.read().rebuilds();
+    // Strapi 4 writes last_used_at on every API-token request.
+    for second in 0..50 {
+        let recheck = lab.access.apply(lab_ro_row(
+            LAB_RO_KEY,
+            &format!("2026-11-26 16:40:{second:02}"),
+        ));
+        assert!(recheck.is_empty(), "{recheck:?}");
+    }
+    // An app's own column on up_users, and updated_at.
+    let recheck = lab.access.apply(update(
+        AccessTable::Users,
+        &[
+            ("id", "3"),
+            ("username", "bob-renamed"),
+            ("confirmed", "t"),
+            ("blocked", "f"),
+            ("updated_at", "2026-11-26 16:41:00"),
+        ],
+    ));
+    assert!(recheck.is_empty(), "{recheck:?}");
+    assert_eq!(lab.handle.read().rebuilds(), rebuilds, "no view rebuild");
+    assert_eq!(lab.auth(LAB_RO), ok(&["api-token:1"]));
+}
+
+#[test]
+fn a_change_names_only_the_sockets_it_can_affect() {
+    let mut lab = lab(PermissionMode::Read);
+    // A blocked user: that user.
+    let r = lab.access.apply(update(
+        AccessTable::Users,
+        &[("id", "3"), ("confirmed", "t"), ("blocked", "t")],
+    ));
+    assert_eq!((r.users, r.all_users), ([3].into(), false));
+    // A user moved to another role (link 2: eddie): that user.
+    let r = lab.access.apply(update(
+        AccessTable::UserRoleLinks,
+        &[("id", "2"), ("user_id", "2"), ("role_id", "1")],
+    ));
+    assert_eq!(r.users, [2].into());
+    // A renamed role: the sockets of users holding it.
+    let r = lab.access.apply(update(
+        AccessTable::Roles,
+        &[("id", "3"), ("name", "Editors"), ("type", "editor")],
+    ));
+    assert_eq!(r.roles, [3].into());
+    // A revoked permission changes which rooms events go to, not who is in a room.
+    let rebuilds = lab.handle.read().rebuilds();
+    let r = lab.access.apply(delete(AccessTable::Permissions, 1));
+    assert!(r.is_empty(), "{r:?}");
+    assert_eq!(lab.handle.read().rebuilds(), rebuilds + 1);
+    // A deleted token: its sockets.
+    let r = lab.access.apply(delete(AccessTable::ApiTokens, 2));
+    assert_eq!(r.tokens, [2].into());
+
+    let alice = lab
+        .handle
+        .authenticate(Some(ALICE), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let only_bob = Recheck {
+        users: [3].into(),
+        ..Recheck::default()
+    };
+    assert!(!only_bob.affects(&alice));
+    let role_one = Recheck {
+        roles: [1].into(),
+        ..Recheck::default()
+    };
+    assert!(role_one.affects(&alice), "alice holds role 1");
+    assert!(Recheck::everything().affects(&alice));
+    assert!(
+        !Recheck::everything().affects(
+            &lab.handle
+                .authenticate(None, None)
+                .unwrap_or_else(|e| panic!("{e}"))
+        )
+    );
+}
+
+#[test]
+fn a_connected_jwt_expires_at_exp_and_a_token_at_expires_at() {
+    let lab = lab(PermissionMode::Read);
+    let alice = lab
+        .handle
+        .authenticate(Some(ALICE), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(alice.expires_at, Some(ALICE_EXP_US));
+    lab.clock.set(ALICE_EXP_US - 1);
+    assert_eq!(
+        lab.handle.recheck(&alice).map(|p| p.expires_at),
+        Ok(Some(ALICE_EXP_US))
+    );
+    lab.clock.set(ALICE_EXP_US);
+    assert_eq!(lab.handle.recheck(&alice), Err(AuthError::InvalidToken));
+
+    lab.clock.set(LAB_NOW_US);
+    let custom = lab
+        .handle
+        .authenticate(Some(LAB_CUSTOM), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(custom.expires_at, Some(LAB_CUSTOM_EXPIRES_US + 1));
+    lab.clock.set(LAB_CUSTOM_EXPIRES_US);
+    assert!(lab.handle.recheck(&custom).is_ok(), "at expires_at");
+    lab.clock.set(LAB_CUSTOM_EXPIRES_US + 1);
+    assert_eq!(lab.handle.recheck(&custom), Err(AuthError::TokenExpired));
 }

@@ -37,7 +37,8 @@ impl<A: Adapter> Emitter<A> {
             return;
         };
         let op = match &raw.rooms {
-            None => op,
+            // Everyone, but not sockets whose access was just taken away.
+            None => op.except(handshake::REVOKED_ROOM),
             Some(rooms) if rooms.is_empty() => return,
             Some(rooms) => op.to(rooms.clone()),
         };
@@ -55,19 +56,6 @@ impl<A: Adapter> Emitter<A> {
             None => op.sockets().len(),
             Some([]) => 0,
             Some(rooms) => op.to(rooms.to_vec()).sockets().len(),
-        }
-    }
-
-    /// Roles, users or tokens changed: every connected socket is checked again.
-    pub(super) fn access_changed(&self) {
-        self.shared
-            .access_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let Some(op) = self.io.of("/") else {
-            return;
-        };
-        for socket in op.sockets() {
-            handshake::recheck(&self.shared, socket);
         }
     }
 }

@@ -60,6 +60,8 @@ struct Shared {
     events: events::EventHandlers,
     /// Bumped before every access re-check, so a handshake that raced one re-checks itself.
     access_epoch: AtomicU64,
+    /// When the next connected socket's credential expires.
+    expiries: handshake::Expiries,
     /// Drops not yet reported, and when they were last reported: a client far behind would
     /// otherwise log one line per message.
     drops_unreported: AtomicU64,
@@ -97,7 +99,7 @@ impl<A: Adapter> Emitter<A> {
         match out {
             Outgoing::Deliver(delivery) => self.deliver(&delivery).await,
             Outgoing::Raw(raw) => self.raw(&raw).await,
-            Outgoing::AccessChanged => self.access_changed(),
+            Outgoing::AccessChanged(which) => self.recheck_sockets(&which),
         }
     }
 

@@ -49,6 +49,7 @@ pub fn build(
         metrics,
         events: EventHandlers::new(&opts.events),
         access_epoch: AtomicU64::new(0),
+        expiries: Default::default(),
         drops_unreported: AtomicU64::new(0),
         drops_reported_at: std::sync::Mutex::new(None),
     });
@@ -145,11 +146,17 @@ async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 when streaming with catalog and access loaded, else 503 saying what is
-/// missing.
+/// missing (and why, while PostgreSQL cannot be reached). A replication discontinuity since
+/// start is reported in either answer.
 async fn readyz(State(emitter): State<Emitter>) -> Response {
     let health = &emitter.shared.health;
+    let discontinuity = health.last_discontinuity();
     if health.is_ready() {
-        return (StatusCode::OK, Json(json!({ "ready": true }))).into_response();
+        let mut body = json!({ "ready": true });
+        if let Some(d) = discontinuity {
+            body["discontinuity"] = json!(d);
+        }
+        return (StatusCode::OK, Json(body)).into_response();
     }
     let mut waiting = Vec::new();
     if !health.is_streaming() {
@@ -161,11 +168,14 @@ async fn readyz(State(emitter): State<Emitter>) -> Response {
     if !health.is_access_loaded() {
         waiting.push("roles and permissions");
     }
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "ready": false, "waiting_for": waiting })),
-    )
-        .into_response()
+    let mut body = json!({ "ready": false, "waiting_for": waiting });
+    if let Some(why) = health.waiting() {
+        body["reason"] = json!(why);
+    }
+    if let Some(d) = discontinuity {
+        body["discontinuity"] = json!(d);
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text, gauges computed now.

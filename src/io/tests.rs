@@ -646,7 +646,7 @@ async fn access_change_disconnects_a_blocked_user_and_moves_a_user_whose_role_ch
     let mut public = connected(server.addr, json!({})).await;
 
     // Alice is blocked.
-    access.apply(AccessChange::Row {
+    let mut which = access.apply(AccessChange::Row {
         table: AccessTable::Users,
         relation: relation(
             "up_users",
@@ -658,7 +658,7 @@ async fn access_change_disconnects_a_blocked_user_and_moves_a_user_whose_role_ch
         },
     });
     // Eddie (user-role link 2) becomes Authenticated.
-    access.apply(AccessChange::Row {
+    which.merge(access.apply(AccessChange::Row {
         table: AccessTable::UserRoleLinks,
         relation: relation(
             "up_users_role_links",
@@ -668,8 +668,8 @@ async fn access_change_disconnects_a_blocked_user_and_moves_a_user_whose_role_ch
             old: None,
             new: vec![text("2"), text("2"), text("1")],
         },
-    });
-    server.emitter.send(Outgoing::AccessChanged).await;
+    }));
+    server.emitter.send(Outgoing::AccessChanged(which)).await;
 
     alice.expect(Got::Closed).await;
     server

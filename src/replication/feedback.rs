@@ -5,7 +5,10 @@
 //! been consumed and no transaction is open): then the server's own position, as last seen in
 //! data already handed on or in a keepalive, is confirmed too, so WAL that produced no change
 //! for the publication (other tables, other databases, vacuum) does not stay pinned by the slot.
-//! The confirmed position never moves backwards.
+//! Within a session the confirmed position never moves backwards; a new session starts from
+//! the slot's position as the server reports it, and never confirms above what the server
+//! reported in that session (after a failover the new server may be behind the old one: a
+//! position from the old timeline must not be confirmed to it).
 
 use super::Progress;
 use crate::lsn::Lsn;
@@ -33,9 +36,10 @@ impl Feedback {
         }
     }
 
-    /// A new session streams from `start`; positions seen in the old one no longer count.
+    /// A new session streams from `start` (the slot's position, which the server is the
+    /// authority on); positions seen or confirmed in the old one no longer count.
     pub(super) fn new_session(&mut self, start: Lsn) {
-        self.confirmed = self.confirmed.max(start);
+        self.confirmed = start;
         self.server_end = start;
     }
 
@@ -56,9 +60,10 @@ impl Feedback {
         progress.handed == self.sent && !progress.in_transaction
     }
 
-    /// The position to report now.
+    /// The position to report now: never above what the server reported in this session
+    /// (the pipeline's position may still be the old session's).
     pub(super) fn flush_position(&self, progress: &Progress) -> Lsn {
-        let mut position = progress.flushed;
+        let mut position = progress.flushed.min(self.server_end);
         if self.idle(progress) {
             position = position.max(self.server_end);
         }
@@ -112,13 +117,27 @@ mod tests {
     }
 
     #[test]
-    fn never_moves_backwards() {
+    fn never_moves_backwards_within_a_session() {
         let mut f = Feedback::new(Lsn(100));
         assert_eq!(f.flush_position(&progress(50, 0, false)), Lsn(100));
         f.confirmed(Lsn(800));
-        f.new_session(Lsn(400));
         assert_eq!(f.flush_position(&progress(600, 0, false)), Lsn(800));
         assert_eq!(f.last_confirmed(), Lsn(800));
+    }
+
+    #[test]
+    fn a_new_session_never_confirms_above_what_its_server_reported() {
+        // Confirmed 800 on the old primary; the promoted one has the slot at 400.
+        let mut f = Feedback::new(Lsn(100));
+        f.handed(5, Lsn(800));
+        f.confirmed(Lsn(800));
+        f.new_session(Lsn(400));
+        assert_eq!(f.last_confirmed(), Lsn(400));
+        // The pipeline still says 800 (the old session's): not above the server's 400.
+        assert_eq!(f.flush_position(&progress(800, 4, true)), Lsn(400));
+        // Data up to 600 handed on in this session: up to there.
+        f.handed(2, Lsn(600));
+        assert_eq!(f.flush_position(&progress(800, 6, true)), Lsn(600));
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub enum Replicated {
     Session {
         /// The position streaming starts from (the slot's confirmed position).
         start: Lsn,
+        /// This session created the slot: nothing committed before `start` will ever be
+        /// streamed, so state loaded before it may miss changes (the pipeline loads again).
+        created: bool,
+        /// Continuity was lost since the previous session (the slot had to be created again,
+        /// or the server is another cluster): what happened, logged as an error and reported
+        /// on `/readyz` and `/metrics`.
+        discontinuity: Option<String>,
     },
     /// XLogData messages, in server order.
     Data(Vec<XLogData>),
@@ -133,6 +140,8 @@ pub async fn run(
         shutdown,
         feedback: Feedback::default(),
         system_id: None,
+        session_start: None,
+        streamed: false,
     };
     let mut backoff = Backoff::default();
     loop {
@@ -201,6 +210,10 @@ struct Runner {
     shutdown: CancellationToken,
     feedback: Feedback,
     system_id: Option<String>,
+    /// How the session being set up starts: created the slot, and any discontinuity.
+    session_start: Option<(bool, Option<String>)>,
+    /// A session of this run has streamed: a slot created later was lost in between.
+    streamed: bool,
 }
 
 impl Runner {
@@ -231,12 +244,16 @@ impl Runner {
             other => other,
         };
         let system = slot::identify_system(&mut conn).await.map_err(reclassify)?;
+        let mut discontinuity = None;
         if let Some(previous) = &self.system_id
             && previous != &system.system_id
         {
-            tracing::warn!(previous = %previous, now = %system.system_id,
-                "connected to a different PostgreSQL cluster than before (failover or restore?)");
+            discontinuity = Some(format!(
+                "connected to another PostgreSQL cluster than before (system id {previous}, now                  {}): a restore or a failover to a server that is not a copy",
+                system.system_id
+            ));
         }
+        let streamed_before = self.streamed;
         self.system_id = Some(system.system_id.clone());
         let version = slot::check_server(&mut conn).await.map_err(reclassify)?;
         let dbname = if system.dbname.is_empty() {
@@ -250,10 +267,22 @@ impl Runner {
         let found = slot::ensure_slot(&mut conn, db, &dbname, version)
             .await
             .map_err(reclassify)?;
-        if found.created {
+        if found.created && streamed_before && discontinuity.is_none() {
+            discontinuity = Some(format!(
+                "the replication slot {} was gone and had to be created again at {} (dropped,                  invalidated, or a failover to a server without it): changes committed between                  the last confirmed position {} and it were never seen",
+                db.slot,
+                found.confirmed_flush,
+                self.feedback.last_confirmed()
+            ));
+        } else if found.created {
             tracing::info!(slot = %db.slot, at = %found.confirmed_flush,
                 "created the replication slot");
         }
+        if let Some(what) = &discontinuity {
+            tracing::error!(slot = %db.slot, "replication discontinuity: {what}; reloading the                 content types and access data");
+            self.health.report_discontinuity(what.clone());
+        }
+        self.session_start = Some((found.created, discontinuity));
         conn.start_copy_both(&slot::start_replication_command(
             &db.slot,
             &db.publication,
@@ -278,15 +307,19 @@ impl Runner {
     /// CopyBoth: read, hand on, confirm, until shutdown (Ok) or a failure (Err).
     async fn stream(&mut self, conn: &mut Conn, start: Lsn) -> Result<(), ReplicationError> {
         self.feedback.new_session(start);
+        self.health.new_session(start);
+        self.streamed = true;
         self.health.set_streaming(true);
-        self.health.set_server_lsn(start);
-        self.health
-            .set_confirmed_lsn(self.feedback.last_confirmed());
         let shutdown = self.shutdown.clone();
         // A handle of our own: a reserved slot borrows the sender while `self` is used.
         let out = self.out.clone();
+        let (created, discontinuity) = self.session_start.take().unwrap_or_default();
         let mut pending = Some(Pending {
-            item: Replicated::Session { start },
+            item: Replicated::Session {
+                start,
+                created,
+                discontinuity,
+            },
             count: 0,
             server_end: start,
         });
