@@ -23,3 +23,5 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// Access taken away at once: revoked, expiring and refreshed credentials; start-up and slot loss.
+mod revocation;

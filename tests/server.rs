@@ -368,8 +368,38 @@ async fn a_bridge_started_before_postgresql_waits_for_it() {
         listener,
         shutdown.clone(),
     ));
-    // Nothing listens yet: the bridge retries instead of exiting.
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // PostgreSQL is down: the process answers /healthz, is not ready and says why, and
+    // retries instead of exiting.
+    let health = format!("http://{addr}/healthz");
+    crate::support::wait::until(
+        "/healthz while PostgreSQL is down",
+        crate::support::wait::DEFAULT_TIMEOUT,
+        || {
+            let url = health.clone();
+            async move {
+                crate::support::bridge::reqwest_get(&url)
+                    .await
+                    .is_some_and(|r| r.0 == 200)
+            }
+        },
+    )
+    .await;
+    let not_ready = format!("http://{addr}/readyz");
+    let (status, body) = crate::support::wait::until_some(
+        "/readyz to say why it is not ready",
+        crate::support::wait::DEFAULT_TIMEOUT,
+        || {
+            let url = not_ready.clone();
+            async move {
+                crate::support::bridge::reqwest_get(&url)
+                    .await
+                    .filter(|(_, body)| body.contains("\"reason\""))
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("connecting to"), "{body}");
     assert!(
         !task.is_finished(),
         "the bridge gave up while PostgreSQL was down"
