@@ -336,13 +336,16 @@ impl Snapshot {
 /// must be applied; comparing positions alone would lose them. Hence:
 ///
 /// - commit record at or after L (`Begin.commit_lsn >= L`): inserted after S was taken, so
-///   not in S: applied. The stream is in commit order, so from the first such transaction on
-///   nothing is skipped any more and the filter retires.
+///   not in S: applied.
 /// - commit record before L: skipped exactly when S sees its transaction id (below `xmin`,
-///   or below `xmax` and not among the running ones).
+///   or below `xmax` and not among the running ones). Such a transaction started before S
+///   was taken, so its 32-bit id is unambiguous next to S's.
+///
+/// The filter stays for the whole run (until the next load): a reconnect may stream
+/// transactions from before L again, and they must be skipped again.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
-    /// `None` once retired (or for nothing loaded).
+    /// `None` when nothing was loaded.
     inner: Option<(Snapshot, Lsn)>,
 }
 
@@ -356,15 +359,11 @@ impl ReplayFilter {
 
     /// Whether the loaded state already contains the transaction `xid` whose commit record is
     /// at `commit_lsn` (call at each `Begin`, in stream order).
-    pub fn contains(&mut self, xid: u32, commit_lsn: Lsn) -> bool {
-        let Some((snapshot, insert)) = &self.inner else {
-            return false;
-        };
-        if commit_lsn >= *insert {
-            self.inner = None;
-            return false;
+    pub fn contains(&self, xid: u32, commit_lsn: Lsn) -> bool {
+        match &self.inner {
+            Some((snapshot, insert)) => commit_lsn < *insert && snapshot.sees(xid),
+            None => false,
         }
-        snapshot.sees(xid)
     }
 }
 
@@ -412,9 +411,9 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_retires_at_the_first_commit_past_the_insert_position() {
+    fn the_filter_skips_what_the_snapshot_sees_below_the_insert_position() {
         let s = Snapshot::parse("100:110:105").unwrap_or_else(|e| panic!("{e}"));
-        let mut f = ReplayFilter::new(s, Lsn(1000));
+        let f = ReplayFilter::new(s, Lsn(1000));
         assert!(f.contains(101, Lsn(500)));
         assert!(!f.contains(105, Lsn(600)), "running for the snapshot");
         assert!(!f.contains(111, Lsn(700)), "began after the snapshot");
@@ -422,7 +421,8 @@ mod tests {
             !f.contains(102, Lsn(1000)),
             "commit record at the insert position"
         );
-        assert!(!f.contains(101, Lsn(900)), "retired");
+        // Streamed again after a reconnect: skipped again.
+        assert!(f.contains(101, Lsn(500)));
         assert!(!ReplayFilter::default().contains(1, Lsn(1)));
     }
 }

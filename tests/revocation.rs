@@ -346,7 +346,11 @@ async fn run_refuses_a_publication_without_the_access_tables() {
     let err = wait::within(
         "run to refuse",
         Duration::from_secs(60),
-        strapi_io_bridge::pipeline::run(cfg.clone(), listener, Default::default()),
+        Box::pin(strapi_io_bridge::pipeline::run(
+            cfg.clone(),
+            listener,
+            Default::default(),
+        )),
     )
     .await
     .expect_err("run starts without up_users published");

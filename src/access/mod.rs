@@ -41,6 +41,11 @@
 //! not expired ("Token expired"). Tokens and secrets are never logged (token ids and names
 //! are).
 //!
+//! A connected socket is checked again ([`AccessHandle::recheck`]) when a change can affect it
+//! ([`Recheck`]) and when its credential expires: the same checks, plus the JWT's `exp` and,
+//! for API tokens, that the key it presented is still the token's (a regenerated token cuts
+//! off the old key's sockets).
+//!
 //! [`PermissionMode::Read`]: crate::config::PermissionMode::Read
 //! [`PermissionMode::Action`]: crate::config::PermissionMode::Action
 

@@ -330,7 +330,7 @@ impl<A: Adapter> Emitter<A> {
     }
 
     /// Disconnects sockets whose credential expired (a JWT's `exp`, an API token's
-    /// `expires_at`) and that did not send a fresh one with [`AUTH_EVENT`]. Runs until
+    /// `expires_at`) and that did not send a fresh one with `strapi-io:auth`. Runs until
     /// `stop` is cancelled.
     pub async fn watch_expiries(self, stop: CancellationToken) {
         let expiries = &self.shared.expiries;

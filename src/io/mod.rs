@@ -3,7 +3,8 @@
 //! Receives [`Outgoing`] messages from the access stage, in stream order, through
 //! [`Emitter::send`]: a [`Delivery`](crate::access::Delivery) becomes one Socket.IO emit to all
 //! of its rooms (the payload serialized once), a custom `raw` goes to its rooms or socket ids
-//! or to everyone, and an access change re-checks every connected socket. It serves, on one
+//! or to everyone, and an access change re-checks the connected sockets it can affect (and
+//! a credential's expiry its socket; clients renew with `strapi-io:auth`). It serves, on one
 //! [`axum::Router`]: the Socket.IO endpoint (handshake on the default namespace `/`: the
 //! client's `auth.token` and `auth.strategy` are checked by [`AccessHandle::authenticate`] and
 //! the socket joins the rooms of its role or token), `GET /healthz`, `GET /readyz`,
