@@ -17,7 +17,7 @@ pub struct HealthState {
     discontinuities: AtomicU64,
     /// What the last discontinuity was, for `/readyz`.
     last_discontinuity: Mutex<Option<String>>,
-    /// Why start-up (or a reload) has not finished yet, for `/readyz`.
+    /// Why start-up (or a reconnect or reload) has not finished yet, for `/readyz`.
     waiting: Mutex<Option<String>>,
 }
 
@@ -96,7 +96,8 @@ impl Health {
             .clone()
     }
 
-    /// What loading waits for (`None` once loaded): e.g. PostgreSQL being unreachable.
+    /// Why the bridge is not ready yet (`None` once it streams and has loaded): e.g.
+    /// PostgreSQL being unreachable.
     pub fn set_waiting(&self, what: Option<String>) {
         *self
             .0
@@ -105,7 +106,7 @@ impl Health {
             .unwrap_or_else(PoisonError::into_inner) = what;
     }
 
-    /// What loading waits for, if anything.
+    /// Why the bridge is not ready, if known.
     pub fn waiting(&self) -> Option<String> {
         self.0
             .waiting

@@ -98,12 +98,9 @@ async fn stream(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(loaded) = startup::load_with_retry(cfg, &catalog, health, shutdown).await? else {
-        return Ok(());
-    };
-    // Replication stops on shutdown, or when processing stopped on a fatal reload error.
+    // Replication stops on shutdown, or when processing stopped on a fatal load error.
     let stop = shutdown.child_token();
-    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let replication = tokio::spawn(replication::run(
         cfg.database.clone(),
@@ -112,6 +109,32 @@ async fn stream(
         health.clone(),
         stop.clone(),
     ));
+    let joined = |replication: tokio::task::JoinHandle<_>| async move {
+        replication
+            .await
+            .context("replication task panicked")
+            .and_then(|r: Result<(), replication::ReplicationError>| r.map_err(anyhow::Error::from))
+    };
+    // Load once the first session has started: the slot exists then (created if it was
+    // missing), so the stream covers everything after its position and the snapshot read now
+    // is at or after it; what it already contains is skipped in the replay (`ReplayFilter`).
+    if rx.recv().await.is_none() {
+        // Replication ended before streaming: shut down, or a fatal error.
+        return joined(replication).await;
+    }
+    let loaded = match startup::load_with_retry(cfg, &catalog, health, &stop).await {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
+            drop(rx);
+            return joined(replication).await;
+        }
+        Err(e) => {
+            stop.cancel();
+            drop(rx);
+            let _ = joined(replication).await;
+            return Err(e);
+        }
+    };
     let mut processor = Processor {
         client: loaded.client,
         db: cfg.database.clone(),
@@ -139,10 +162,7 @@ async fn stream(
 
     // The processing task ends when the replication client drops its sender: on shutdown, or
     // after a fatal replication error.
-    let replicated = replication
-        .await
-        .context("replication task panicked")
-        .and_then(|r| r.map_err(anyhow::Error::from));
+    let replicated = joined(replication).await;
     processed?;
     replicated
 }
@@ -287,10 +307,12 @@ impl Processor {
         self.health.set_access_loaded(true);
     }
 
-    /// The slot was created (by this session: nothing before its position will come) or
+    /// A later session created the slot (nothing before its position will come) or
     /// continuity was lost: the catalog and the access tables are read again, now that the
     /// stream covers everything after, and every socket is checked against them.
     async fn reload(&mut self) -> anyhow::Result<()> {
+        self.health.set_catalog_loaded(false);
+        self.health.set_access_loaded(false);
         let Some(loaded) =
             startup::load_with_retry(&self.cfg, &self.catalog, &self.health, &self.shutdown)
                 .await?

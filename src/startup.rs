@@ -9,9 +9,10 @@
 //! unblock a user, restore an old API-token key or reinstall an older (less private) schema
 //! until the stream caught up. [`ReplayFilter`] says which transactions those are.
 //!
-//! The load happens when the slot already exists (the pipeline loads again after a session
-//! that created the slot), so the stream covers everything from the slot's position on and
-//! the snapshot is at or after that position: nothing falls between the two.
+//! The load happens once the first replication session has started, when the slot exists
+//! (created then if it was missing), so the stream covers everything from the slot's position
+//! on and the snapshot is at or after that position: nothing falls between the two. After a
+//! discontinuity (the slot created again, another cluster) the pipeline loads again.
 
 use std::time::Duration;
 

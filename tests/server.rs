@@ -399,7 +399,7 @@ async fn a_bridge_started_before_postgresql_waits_for_it() {
     )
     .await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("connecting to"), "{body}");
+    assert!(body.contains("cannot connect to PostgreSQL"), "{body}");
     assert!(
         !task.is_finished(),
         "the bridge gave up while PostgreSQL was down"

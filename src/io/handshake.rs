@@ -151,6 +151,8 @@ pub(super) fn authenticate<A: Adapter>(
         epoch,
         revoked: false,
     });
+    events::attach(shared, socket);
+    // After the `[[events]]` handlers, so that none of them can take this name over.
     let for_auth = shared.clone();
     socket.on(
         AUTH_EVENT,
@@ -168,7 +170,6 @@ pub(super) fn authenticate<A: Adapter>(
             }
         },
     );
-    events::attach(shared, socket);
     Ok(())
 }
 

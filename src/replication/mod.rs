@@ -155,6 +155,8 @@ pub async fn run(
         if !err.is_retryable() {
             return Err(err);
         }
+        // `/readyz` says why it is not ready.
+        runner.health.set_waiting(Some(err.to_string()));
         if streamed_since.is_some_and(|t: Instant| t.elapsed() >= BACKOFF_RESET_AFTER) {
             backoff.reset();
         }
@@ -308,6 +310,7 @@ impl Runner {
     async fn stream(&mut self, conn: &mut Conn, start: Lsn) -> Result<(), ReplicationError> {
         self.feedback.new_session(start);
         self.health.new_session(start);
+        self.health.set_waiting(None);
         self.streamed = true;
         self.health.set_streaming(true);
         let shutdown = self.shutdown.clone();
