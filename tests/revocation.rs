@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::support::bridge::{
-    ALICE, BOB, Bridge, EDDIE, JWT_SECRET, READ_ONLY_TOKEN, StrapiDb, http_client, reqwest_get,
+    ALICE, BOB, Bridge, EDDIE, FULL_ACCESS_TOKEN, JWT_SECRET, READ_ONLY_TOKEN, StrapiDb,
+    http_client, reqwest_get,
 };
 use crate::support::client::{Got, SioClient, marker};
 use crate::support::wait;
@@ -390,14 +391,23 @@ async fn run_refuses_a_publication_without_the_access_tables() {
 
 #[tokio::test]
 async fn replayed_access_rows_older_than_the_loaded_snapshot_change_nothing() {
-    let db = StrapiDb::new("").await;
+    // Chat 9 has a TOASTed name and chats log no old row: an update of another column makes
+    // the bridge read the name back, which a lock held by the test stalls, so the test can
+    // look at the bridge in the middle of the replay.
+    let db = StrapiDb::new("ALTER TABLE chats ALTER COLUMN name TYPE text").await;
+    db.sql(
+        "INSERT INTO chats (id, name, created_at, updated_at) VALUES (9, \
+           (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 400)), now(), now()); \
+         ALTER TABLE chats REPLICA IDENTITY DEFAULT",
+    )
+    .await;
     let cfg = db.config(ALL);
     // Create the slot, then stop: what follows is replayed at the next start.
     Bridge::start(cfg.clone()).await.stop().await.unwrap();
 
-    // Public's message permissions are touched (full rows in the WAL), a message is written,
-    // then the permissions are revoked. Bob is touched, then blocked; token 1 is used, then
-    // deleted.
+    // Public's message permissions are touched (full rows in the WAL), then the stall point,
+    // a message, and the permissions are revoked. Bob is touched, then blocked; token 1 is
+    // used, then deleted; token 2 is used, then regenerated.
     db.sql(
         "CREATE TABLE public_message_perms AS SELECT p.id FROM up_permissions p \
            JOIN up_permissions_role_links l ON l.permission_id = p.id \
@@ -407,24 +417,23 @@ async fn replayed_access_rows_older_than_the_loaded_snapshot_change_nothing() {
          UPDATE up_permissions_role_links SET permission_order = permission_order \
            WHERE permission_id IN (SELECT id FROM public_message_perms); \
          UPDATE up_users SET updated_at = now() WHERE id = 3; \
-         UPDATE strapi_api_tokens SET last_used_at = now() WHERE id = 1",
-    )
-    .await;
-    // A long replay ahead of the message, so clients are connected when it comes.
-    db.sql(
-        "INSERT INTO chats (id, name, created_at, updated_at) \
-         SELECT 10000 + g, 'bulk', now(), now() FROM generate_series(1, 20000) g",
+         UPDATE strapi_api_tokens SET last_used_at = now() WHERE id IN (1, 2); \
+         UPDATE chats SET updated_at = now() WHERE id = 9",
     )
     .await;
     new_message(&db, 801).await;
     db.sql(
         "DELETE FROM up_permissions WHERE id IN (SELECT id FROM public_message_perms); \
          UPDATE up_users SET blocked = true WHERE id = 3; \
-         DELETE FROM strapi_api_tokens WHERE id = 1",
+         DELETE FROM strapi_api_tokens WHERE id = 1; \
+         UPDATE strapi_api_tokens SET access_key = repeat('ab', 64) WHERE id = 2",
     )
     .await;
-    // The replay: handshakes that the snapshot refuses are refused throughout, and the
-    // message goes to nobody who may not read it now.
+
+    let lock = db.db.client().await;
+    lock.batch_execute("BEGIN; LOCK TABLE chats IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -433,31 +442,38 @@ async fn replayed_access_rows_older_than_the_loaded_snapshot_change_nothing() {
         listener,
         shutdown.clone(),
     ));
-    let mut public = wait::until_some("a Public connection", wait::DEFAULT_TIMEOUT, || async {
-        let mut c = SioClient::connect(addr, json!({})).await;
-        match c.next().await {
-            Got::Connected => Some(c),
-            _ => None,
-        }
-    })
+    wait::until(
+        "the replay to stall on chat 9",
+        wait::DEFAULT_TIMEOUT,
+        || async {
+            lock.query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'chats'::regclass \
+                 AND NOT granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+                > 0
+        },
+    )
     .await;
-    let probes = [
+
+    // In the middle of the replay, past the old rows: what the snapshot refuses stays refused.
+    let mut public = SioClient::connected(addr, json!({})).await;
+    for auth in [
         json!({ "token": crate::support::bridge::jwt(BOB, false) }),
         json!({ "token": READ_ONLY_TOKEN, "strategy": "apiToken" }),
-    ];
-    let mut replayed = false;
-    while !replayed {
-        for auth in &probes {
-            let mut c = SioClient::connect(addr, auth.clone()).await;
-            match c.next().await {
-                Got::ConnectError(_) => {}
-                other => panic!("{auth} got {other:?} during the replay"),
-            }
+        json!({ "token": FULL_ACCESS_TOKEN, "strategy": "apiToken" }),
+    ] {
+        let mut c = SioClient::connect(addr, auth.clone()).await;
+        match c.next().await {
+            Got::ConnectError(_) => {}
+            other => panic!("{auth} got {other:?} during the replay"),
         }
-        replayed = reqwest_get(&format!("http://{addr}/metrics"))
-            .await
-            .is_some_and(|(_, text)| text.contains("content_type=\"message\""));
     }
+    // The replayed message goes to nobody who may not read it now: not to Public.
+    lock.batch_execute("ROLLBACK").await.unwrap();
     marker(&db, 1).await;
     public.marker(1).await;
     shutdown.cancel();
