@@ -650,7 +650,7 @@ impl Model {
     fn reload(&mut self, value: &Bytes) -> Step {
         let text = String::from_utf8_lossy(value);
         let catalog = match parse_schema(&text) {
-            Ok(c) => c,
+            Ok(c) => self.handle.harden(c),
             Err(e) => {
                 tracing::warn!("{e}; the previous content-type catalog stays in use");
                 return Step::Done;
