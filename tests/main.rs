@@ -23,3 +23,5 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;
