@@ -16,7 +16,7 @@ use tokio::process::Command;
 use crate::support::bridge::{
     API_TOKEN_SALT, Bridge, FIXTURE, FULL_ACCESS_TOKEN, JWT_SECRET, StrapiDb,
 };
-use crate::support::client::{SioClient, marker};
+use crate::support::client::{Inbox, NodeClient, SioClient, marker};
 use crate::support::pg::{TempCluster, TestDb};
 use crate::support::wait;
 
@@ -85,6 +85,8 @@ async fn private_attributes_never_leave_as_strapis_sanitizer_hides_them() {
     );
     let bridge = Bridge::start(cfg.clone()).await;
     let mut public = SioClient::connected(bridge.addr, json!({})).await;
+    // The npm client too, as Strapi users run it.
+    let mut node = NodeClient::connected(bridge.addr, &["--events", "3"]).await;
 
     db.sql(
         "INSERT INTO messages (id, text, secret, likes, display_title, body, ratio, created_at, updated_at, published_at) \
@@ -93,19 +95,22 @@ async fn private_attributes_never_leave_as_strapis_sanitizer_hides_them() {
     .await;
     db.sql("DELETE FROM messages WHERE id = 100").await;
     marker(&db, 1).await;
-    for action in ["message:create", "message:delete"] {
-        let event = public.event(action).await;
-        let attrs = attributes(&event);
-        assert_eq!(attrs["text"], "hello", "{event}");
-        assert!(attrs.contains_key("createdAt"), "{event}");
-        for hidden in ["secret", "likes", "body", "displayTitle", "ratio"] {
-            assert!(
-                !attrs.contains_key(hidden),
-                "{action} carries {hidden}: {event}"
-            );
+    let inboxes: [&mut Inbox; 2] = [&mut public, &mut node];
+    for inbox in inboxes {
+        for action in ["message:create", "message:delete"] {
+            let event = inbox.event(action).await;
+            let attrs = attributes(&event);
+            assert_eq!(attrs["text"], "hello", "{event}");
+            assert!(attrs.contains_key("createdAt"), "{event}");
+            for hidden in ["secret", "likes", "body", "displayTitle", "ratio"] {
+                assert!(
+                    !attrs.contains_key(hidden),
+                    "{action} carries {hidden}: {event}"
+                );
+            }
         }
+        inbox.marker(1).await;
     }
-    public.marker(1).await;
 
     // check says where the site-wide list came from.
     let report = check::check(&cfg).await.to_string();
