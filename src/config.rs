@@ -1143,6 +1143,12 @@ fn resolve_strapi(src: &Sources) -> Result<StrapiConfig, ConfigError> {
         Some(dir) => api_js::read(dir),
         None => ApiPrivateAttributes::NoStrapiDir,
     };
+    if let ApiPrivateAttributes::Unreadable(file, why) = &api_js {
+        tracing::warn!(
+            file = %file.display(),
+            "responses.privateAttributes cannot be read ({why}): copy Strapi's list into [strapi] private_attributes, or attributes it hides site-wide are sent"
+        );
+    }
     let mut private_attributes = configured.clone();
     for name in api_js.names() {
         if !private_attributes.contains(name) {

@@ -139,7 +139,7 @@ pub async fn run(
         catalog.replace(
             load_catalog(&client, &cfg.database.schema)
                 .await
-                .context("reading Strapi's content-type schema to mask private attributes")?,
+                .context("reading Strapi's content-type schema to mask private attributes (--show-secrets prints everything without it)")?,
         );
         Some(Redactor::new(cfg.database.schema.clone(), catalog))
     };
