@@ -523,3 +523,82 @@ async fn tail_masks_password_hashes_tokens_and_private_attributes_unless_asked()
         "{masked}"
     );
 }
+
+#[tokio::test]
+async fn after_a_restart_the_replayed_older_schema_row_never_republishes_a_private_field() {
+    use strapi_io_bridge::health::Health;
+    use strapi_io_bridge::replication::{self, Progress};
+    use tokio_util::sync::CancellationToken;
+
+    let db = StrapiDb::new("").await;
+    let cfg = db.config("content_types = \"*\"");
+    let slot = cfg.database.slot.clone();
+    // The bridge's slot, confirmed before the writes below (the bridge was stopped then).
+    db.sql(&format!(
+        "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+    ))
+    .await;
+    // Strapi boots with the schema as it was (likes public) and writes an entry; then a
+    // deploy makes likes private. The bridge, started now, loads the schema with likes
+    // private, and replays the older schema row and the entry from the slot.
+    db.sql(&schema_edit("options,privateAttributes", "[]"))
+        .await;
+    db.sql(
+        "INSERT INTO messages (id, text, likes, created_at, updated_at, published_at) \
+         VALUES (130, 'before the deploy', 42, now(), now(), now())",
+    )
+    .await;
+    db.sql(&schema_edit("options,privateAttributes", r#"["likes"]"#))
+        .await;
+
+    // Another connection holds the slot (as a second instance would) without confirming
+    // anything, so the bridge waits for it while a client connects.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (_progress, progress_rx) = tokio::sync::watch::channel(Progress::default());
+    let hold = CancellationToken::new();
+    let holder = tokio::spawn(replication::run(
+        cfg.database.clone(),
+        tx,
+        progress_rx,
+        Health::new(),
+        hold.clone(),
+    ));
+    let active =
+        format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active");
+    wait::until("the holder to stream", wait::DEFAULT_TIMEOUT, || async {
+        db.db.psql(&active) == "1"
+    })
+    .await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let bridge = tokio::spawn(strapi_io_bridge::pipeline::run(cfg, listener, stop.clone()));
+    let healthz = format!("http://{addr}/healthz");
+    wait::until("the bridge to listen", wait::DEFAULT_TIMEOUT, || async {
+        crate::support::bridge::reqwest_get(&healthz)
+            .await
+            .is_some()
+    })
+    .await;
+    let mut public = SioClient::connected(addr, json!({})).await;
+
+    // The holder lets go; the bridge takes the slot and replays.
+    hold.cancel();
+    holder.await.unwrap().unwrap();
+    drop(rx);
+    marker(&db, 7).await;
+    let event = public.event("message:create").await;
+    assert_eq!(event["data"]["id"], 130, "{event}");
+    assert!(
+        !attributes(&event).contains_key("likes"),
+        "the replayed schema published likes again: {event}"
+    );
+    public.marker(7).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), bridge)
+        .await
+        .expect("the bridge stops within 30 s")
+        .unwrap()
+        .unwrap();
+}
