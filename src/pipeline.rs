@@ -31,7 +31,7 @@ use crate::pgoutput::{Change, Decoder};
 use crate::replication::{self, Progress, Replicated};
 use crate::startup::{self, ReplayFilter};
 use crate::strapi::catalog::CORE_STORE_TABLE;
-use crate::strapi::{CatalogHandle, Model, ModelOutput};
+use crate::strapi::{self, CatalogHandle, Model, ModelOutput};
 
 /// Batches of XLogData between the replication client and the processing task. Each batch is
 /// what one socket read held, so this bounds memory to a few MB while keeping the reader busy.
@@ -49,7 +49,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = Metrics::new();
-    let catalog = CatalogHandle::default();
+    let catalog = CatalogHandle::with_private_attributes(cfg.strapi.private_attributes.clone());
     // Nothing loaded yet: handshakes are told to come back, `/readyz` says what it waits for,
     // `/healthz` answers from the start.
     let access = Access::unloaded();
@@ -100,6 +100,18 @@ async fn stream(
 ) -> anyhow::Result<()> {
     // Replication stops on shutdown, or when processing stopped on a fatal load error.
     let stop = shutdown.child_token();
+    // The load must be at or after the position the stream resumes from. A slot that exists
+    // already is at or before now: load now, so handshakes are answered even while the slot
+    // is held elsewhere (a second instance waiting). Otherwise load once the first session
+    // has created it (a session that creates the slot anyway makes the processor load again).
+    let preloaded = if startup::slot_exists(cfg).await {
+        match startup::load_with_retry(cfg, &catalog, health, &stop).await? {
+            Some(loaded) => Some(loaded),
+            None => return Ok(()),
+        }
+    } else {
+        None
+    };
     let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let replication = tokio::spawn(replication::run(
@@ -115,24 +127,29 @@ async fn stream(
             .context("replication task panicked")
             .and_then(|r: Result<(), replication::ReplicationError>| r.map_err(anyhow::Error::from))
     };
-    // Load once the first session has started: the slot exists then (created if it was
-    // missing), so the stream covers everything after its position and the snapshot read now
-    // is at or after it; what it already contains is skipped in the replay (`ReplayFilter`).
-    if rx.recv().await.is_none() {
-        // Replication ended before streaming: shut down, or a fatal error.
-        return joined(replication).await;
-    }
-    let loaded = match startup::load_with_retry(cfg, &catalog, health, &stop).await {
-        Ok(Some(loaded)) => loaded,
-        Ok(None) => {
-            drop(rx);
-            return joined(replication).await;
-        }
-        Err(e) => {
-            stop.cancel();
-            drop(rx);
-            let _ = joined(replication).await;
-            return Err(e);
+    let loaded = match preloaded {
+        Some(loaded) => loaded,
+        None => {
+            // The first session has started: the slot exists (created if it was missing), so
+            // the stream covers everything after its position and the snapshot read now is at
+            // or after it; what it already contains is skipped in the replay.
+            if rx.recv().await.is_none() {
+                // Replication ended before streaming: shut down, or a fatal error.
+                return joined(replication).await;
+            }
+            match startup::load_with_retry(cfg, &catalog, health, &stop).await {
+                Ok(Some(loaded)) => loaded,
+                Ok(None) => {
+                    drop(rx);
+                    return joined(replication).await;
+                }
+                Err(e) => {
+                    stop.cancel();
+                    drop(rx);
+                    let _ = joined(replication).await;
+                    return Err(e);
+                }
+            }
         }
     };
     let mut processor = Processor {
@@ -152,6 +169,7 @@ async fn stream(
         shutdown: stop.clone(),
         replay: ReplayFilter::default(),
         replayed: false,
+        max_event_bytes: cfg.io.max_event_bytes,
     };
     processor.install(loaded.access, loaded.replay);
     let processed = processor.run(rx).await;
@@ -189,6 +207,8 @@ struct Processor {
     replay: ReplayFilter,
     /// The current transaction is one of those: its access and schema rows are skipped.
     replayed: bool,
+    /// `[io] max_event_bytes`: larger data events go out with the id only.
+    max_event_bytes: usize,
 }
 
 impl Processor {
@@ -271,12 +291,18 @@ impl Processor {
             }
             ModelOutput::Event(event) => {
                 self.flush_access_change().await;
+                let Some(event) = strapi::limit_event(event, self.max_event_bytes) else {
+                    return;
+                };
                 if let Some(delivery) = self.access.authorize(event) {
                     self.emitter.send(Outgoing::Deliver(delivery)).await;
                 }
             }
             ModelOutput::Raw(raw) => {
                 self.flush_access_change().await;
+                if !strapi::limit_raw(&raw, self.max_event_bytes) {
+                    return;
+                }
                 self.emitter.send(Outgoing::Raw(raw)).await;
             }
             ModelOutput::Commit {
@@ -307,7 +333,7 @@ impl Processor {
         self.health.set_access_loaded(true);
     }
 
-    /// A later session created the slot (nothing before its position will come) or
+    /// A session created the slot after the load (nothing before its position will come) or
     /// continuity was lost: the catalog and the access tables are read again, now that the
     /// stream covers everything after, and every socket is checked against them.
     async fn reload(&mut self) -> anyhow::Result<()> {

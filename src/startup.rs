@@ -9,10 +9,11 @@
 //! unblock a user, restore an old API-token key or reinstall an older (less private) schema
 //! until the stream caught up. [`ReplayFilter`] says which transactions those are.
 //!
-//! The load happens once the first replication session has started, when the slot exists
-//! (created then if it was missing), so the stream covers everything from the slot's position
-//! on and the snapshot is at or after that position: nothing falls between the two. After a
-//! discontinuity (the slot created again, another cluster) the pipeline loads again.
+//! The load happens when the slot exists: at start when it exists already, else once the
+//! first replication session has created it. The stream then covers everything from the
+//! slot's position on and the snapshot is at or after that position: nothing falls between
+//! the two. After a discontinuity (the slot created again, another cluster) the pipeline loads
+//! again.
 
 use std::time::Duration;
 
@@ -93,6 +94,23 @@ pub async fn load_with_retry(
             }
         }
     }
+}
+
+/// Whether the configured slot exists already (then loading now is at or after the position
+/// the stream resumes from). `false` when that cannot be told (PostgreSQL unreachable): the
+/// caller then loads once replication has the slot.
+pub async fn slot_exists(cfg: &Config) -> bool {
+    let Ok(client) = pg::connect(&cfg.database).await else {
+        return false;
+    };
+    client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database()",
+            &[&cfg.database.slot],
+        )
+        .await
+        .is_ok_and(|row| row.is_some())
 }
 
 /// Connects, checks the publication, and reads the catalog and the access tables in one

@@ -25,3 +25,5 @@ mod first_run;
 mod access;
 // Access taken away at once: revoked, expiring and refreshed credentials; start-up and slot loss.
 mod revocation;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;
