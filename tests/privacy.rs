@@ -581,7 +581,15 @@ async fn after_a_restart_the_replayed_older_schema_row_never_republishes_a_priva
             .is_some()
     })
     .await;
-    let mut public = SioClient::connected(addr, json!({})).await;
+    // `/healthz` answers before the load; handshakes are accepted once it is done.
+    let mut public = wait::until_some("a Public connection", wait::DEFAULT_TIMEOUT, || async {
+        let mut client = SioClient::connect(addr, json!({})).await;
+        match client.next().await {
+            crate::support::client::Got::Connected => Some(client),
+            _ => None,
+        }
+    })
+    .await;
 
     // The holder lets go; the bridge takes the slot and replays.
     hold.cancel();
