@@ -545,7 +545,8 @@ pub struct DatabaseConfig {
     pub pg: tokio_postgres::Config,
     /// TLS policy.
     pub ssl_mode: SslMode,
-    /// Extra trusted root certificates (`sslrootcert=` in the URL), PEM.
+    /// The trusted root certificates (`sslrootcert=` in the URL): a PEM file, or `system` for
+    /// the public roots (see [`crate::pg::tls`]).
     pub ssl_root_cert: Option<PathBuf>,
     /// Replication slot.
     pub slot: String,
