@@ -23,3 +23,6 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
+// and that every tests/*.rs is compiled.
+mod limits;
