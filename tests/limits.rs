@@ -248,3 +248,35 @@ fn every_test_file_is_a_module_of_the_test_binary() {
         missing.join(",")
     );
 }
+
+#[test]
+fn the_test_scripts_refuse_to_skip_the_bridges_end_to_end_tests() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = |script: &str, args: &[&str], env: &[(&str, &str)]| {
+        // Without cargo on PATH and with no PostgreSQL binaries, a script whose guard is missing
+        // fails at its next step, with another message, instead of running the suite.
+        let out = std::process::Command::new("bash")
+            .arg(root.join(script))
+            .args(args)
+            .env_remove("CI")
+            .env_remove("E2E_STRICT")
+            .env_remove("E2E_WITHOUT_BRIDGE")
+            .env("PATH", "/usr/bin:/bin")
+            .env("PG_BIN", "/nonexistent")
+            .envs(env.iter().copied())
+            .output()
+            .expect("bash runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("tests/run.sh", &[], &[("E2E_WITHOUT_BRIDGE", "1")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("E2E_WITHOUT_BRIDGE=1 would skip"), "{err}");
+    for env in [[("CI", "true")], [("E2E_STRICT", "1")]] {
+        let (code, err) = run("tests/e2e/run.sh", &["--without-bridge"], &env);
+        assert_eq!(code, Some(1), "{env:?}: {err}");
+        assert!(err.contains("is refused in CI"), "{env:?}: {err}");
+    }
+}
