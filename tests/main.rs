@@ -26,3 +26,5 @@ mod access;
 // Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
 // and that every tests/*.rs is compiled.
 mod limits;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;
