@@ -280,3 +280,88 @@ fn the_test_scripts_refuse_to_skip_the_bridges_end_to_end_tests() {
         assert!(err.contains("is refused in CI"), "{env:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_node_route_verifying_as_the_readme_shows_accepts_the_bridges_webhooks_only() {
+    use tokio::io::AsyncBufReadExt;
+    const SECRET: &str = "webhook-secret-for-the-node-check";
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/verify-webhook.mjs");
+    let mut node = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(SECRET)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (.ci/run installs it)");
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let port: u16 = next_line(&mut lines)
+        .await
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .expect("listening <port>");
+
+    let db = StrapiDb::new("").await;
+    let cfg = db.config(&format!(
+        "[[events]]\nname = \"connection\"\nhandler = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n\
+         [webhooks]\nsecret = \"{SECRET}\"\n"
+    ));
+    let bridge = Bridge::start(cfg).await;
+    let _alice = SioClient::connected(bridge.addr, json!({ "token": jwt(ALICE, false) })).await;
+    let got: serde_json::Value =
+        serde_json::from_str(&next_line(&mut lines).await).expect("a JSON line");
+    assert_eq!(got["verified"], true, "{got}");
+    assert_eq!(got["body"]["event"], "connection", "{got}");
+    assert_eq!(got["body"]["socket"]["userId"], ALICE, "{got}");
+
+    // The same headers on a forged body (another user) are refused.
+    let http = http_client().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        .to_string();
+    let body =
+        r#"{"event":"connection","args":[],"socket":{"id":"x","role":"Authenticated","userId":1}}"#;
+    let sign = |ts: &str| strapi_io_bridge::io::webhook_signature(SECRET, ts, body.as_bytes());
+    let forged = body.replace("\"userId\":1", "\"userId\":2");
+    for (ts, signature, sent, verified) in [
+        // The bridge's signature function and the README's check agree,
+        (now.clone(), sign(&now), body.to_owned(), true),
+        // a body changed after signing is refused,
+        (now.clone(), sign(&now), forged, false),
+        // and so is a signed request replayed later.
+        (
+            "1700000000".to_owned(),
+            sign("1700000000"),
+            body.to_owned(),
+            false,
+        ),
+    ] {
+        http.post(format!("http://127.0.0.1:{port}/"))
+            .header("x-strapi-io-timestamp", ts)
+            .header("x-strapi-io-signature", signature)
+            .body(sent)
+            .send()
+            .await
+            .expect("the node target answers");
+        let got: serde_json::Value =
+            serde_json::from_str(&next_line(&mut lines).await).expect("a JSON line");
+        assert_eq!(got["verified"], verified, "{got}");
+    }
+    bridge.stop().await.unwrap();
+}
+
+/// The next line the node target prints.
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    wait::within(
+        "a line from the node target",
+        Duration::from_secs(30),
+        lines.next_line(),
+    )
+    .await
+    .expect("read node's stdout")
+    .expect("node is running")
+}

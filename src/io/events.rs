@@ -134,7 +134,9 @@ impl EventHandlers {
             client: client.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
             webhook,
             secret: limits.webhook_secret.clone(),
-            in_flight: Arc::new(Semaphore::new(limits.webhook_max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(
+                limits.webhook_max_in_flight.min(Semaphore::MAX_PERMITS),
+            )),
             max_response_bytes: limits.webhook_max_response_bytes,
             events_per_second: f64::from(limits.client_events_per_second),
             events_burst: f64::from(limits.client_events_burst),

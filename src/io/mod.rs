@@ -37,6 +37,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
 
+pub use events::signature as webhook_signature;
 pub use serve::serve;
 pub use server::build;
 
