@@ -125,6 +125,18 @@ impl PollingClient {
         client
     }
 
+    /// One POST of a packet (e.g. an EVENT).
+    async fn send(&self, packet: &str) {
+        let posted = self
+            .http
+            .post(&self.url)
+            .body(packet.to_owned())
+            .send()
+            .await
+            .expect("POST");
+        assert!(posted.status().is_success(), "POST: {}", posted.status());
+    }
+
     /// One GET: the packets it carried; `None` when the session is gone (or nothing came
     /// within the HTTP client's timeout).
     async fn poll(&self) -> Option<Vec<String>> {
@@ -141,7 +153,8 @@ impl PollingClient {
 async fn a_revoked_socket_with_a_full_send_buffer_leaves_its_rooms_at_once() {
     let db = StrapiDb::new("").await;
     let bridge = Bridge::start(db.config(&format!(
-        "{ALL}\n[io]\nmax_buffered_events = 4\nping_interval_ms = 120000\nping_timeout_ms = 120000\n"
+        "{ALL}\n[io]\nmax_buffered_events = 4\nping_interval_ms = 120000\nping_timeout_ms = 120000\n\
+         [[events]]\nname = \"chat:typing\"\nhandler = \"relay\"\nrooms = [\"Public\"]\n"
     )))
     .await;
     let bob = PollingClient::connect(
@@ -166,6 +179,11 @@ async fn a_revoked_socket_with_a_full_send_buffer_leaves_its_rooms_at_once() {
         .await;
     marker(&db, 2).await;
     public.marker(2).await;
+    // What the revoked socket sends is not relayed.
+    bob.send(r#"42["chat:typing","from a revoked socket"]"#)
+        .await;
+    marker(&db, 20).await;
+    public.marker(20).await;
 
     // Bob's client reads what was queued before the block, and polls on.
     let mut seen = bob.poll().await.unwrap_or_default();

@@ -290,10 +290,13 @@ async fn on_client_event<A: Adapter>(
     args: Args,
     ack: AckSender<A>,
 ) {
+    let session = socket.extensions.get::<Session>();
+    // Access was taken away: nothing it sends is relayed or forwarded until it is gone.
+    if session.as_ref().is_some_and(|s| s.revoked) {
+        return;
+    }
     let info = SocketInfo::of(&socket);
-    let rooms = socket
-        .extensions
-        .get::<Session>()
+    let rooms = session
         .map(|s| s.principal.rooms.clone())
         .unwrap_or_default();
     for h in handlers {
