@@ -156,6 +156,19 @@ pub struct RawConfig {
     /// `[[events]]`
     #[serde(default)]
     pub events: Vec<RawEvent>,
+    /// `[delivery]`
+    #[serde(default)]
+    pub delivery: RawDelivery,
+}
+
+/// `[delivery]`: the replay window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// How long emitted events stay replayable, like `"2m"`.
+    pub replay_window: Option<String>,
+    /// How many bytes of events stay replayable at most, like `"64MiB"`.
+    pub replay_max_bytes: Option<String>,
 }
 
 /// `[database]`
@@ -794,6 +807,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `[[events]]`
     pub events: Vec<EventConfig>,
+    /// `[delivery]`
+    pub delivery: crate::delivery::DeliveryConfig,
 }
 
 impl Config {
@@ -813,6 +828,7 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
             events: resolve_events(&src.file.events)?,
+            delivery: resolve_delivery(&src.file.delivery)?,
         })
     }
 
@@ -1181,6 +1197,20 @@ fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigErro
             Ok(ContentTypesConfig::Some(out))
         }
     }
+}
+
+fn resolve_delivery(raw: &RawDelivery) -> Result<crate::delivery::DeliveryConfig, ConfigError> {
+    use crate::delivery::{DeliveryConfig, parse_bytes, parse_duration};
+    let mut cfg = DeliveryConfig::default();
+    if let Some(w) = &raw.replay_window {
+        cfg.replay_window =
+            parse_duration(w).map_err(|e| ConfigError::invalid("delivery.replay_window", e))?;
+    }
+    if let Some(b) = &raw.replay_max_bytes {
+        cfg.replay_max_bytes =
+            parse_bytes(b).map_err(|e| ConfigError::invalid("delivery.replay_max_bytes", e))?;
+    }
+    Ok(cfg)
 }
 
 fn resolve_prefix(raw: &RawMessages) -> Result<String, ConfigError> {

@@ -23,8 +23,10 @@ use tracing::{error, info, warn};
 
 use crate::access::{Access, AccessConfig, Outgoing};
 use crate::config::Config;
+use crate::delivery::{Entry, Offset, Target};
 use crate::health::Health;
 use crate::io::{self, Emitter, IoOptions};
+use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
@@ -60,12 +62,15 @@ pub async fn run(
             io: cfg.io.clone(),
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
+            delivery: cfg.delivery,
         },
         access.handle(),
         catalog,
         health.clone(),
         metrics,
     );
+    // Handshakes wait until the replay buffer is rebuilt from the slot (see `CaughtUp`).
+    emitter.replay_rebuilding();
     let local = listener.local_addr().ok();
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(io::serve(
@@ -100,6 +105,8 @@ pub async fn run(
         state: Progress::default(),
         access_changed: false,
         outputs: Vec::new(),
+        stream: StreamPosition::default(),
+        shutdown: shutdown.clone(),
     };
     let processed = processor.run(rx).await;
 
@@ -205,18 +212,63 @@ struct Processor {
     state: Progress,
     access_changed: bool,
     outputs: Vec<ModelOutput>,
+    stream: StreamPosition,
+    shutdown: CancellationToken,
 }
+
+/// Where the processing task is in the stream: what gives each event its offset, and what was
+/// already handled (a new replication session resends what is not confirmed, and the
+/// confirmed position trails by the replay window, so that is skipped).
+#[derive(Debug, Default)]
+struct StreamPosition {
+    /// Commit LSN of the current transaction (or LSN of a non-transactional message).
+    lsn: Lsn,
+    /// Events of the current transaction so far: the next event's position in it.
+    seq: u32,
+    /// Commit time of the current transaction (Unix µs), which the replay window counts from.
+    at_micros: i64,
+    /// The last transaction (commit LSN) or non-transactional message fully handled.
+    done: Lsn,
+    /// The current transaction was handled in an earlier session: skip it.
+    skipping: bool,
+}
+
+/// How a change that failed for a reason reconnecting may cure is retried: first after this
+/// long, doubling up to [`RETRY_MAX`]. The pipeline holds meanwhile (nothing later is emitted
+/// or confirmed), so the change is never skipped for a lost connection.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// How often the replay buffer is trimmed and the position to confirm updated while the
+/// stream is idle.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 impl Processor {
     async fn run(&mut self, mut rx: mpsc::Receiver<Replicated>) -> anyhow::Result<()> {
-        while let Some(item) = rx.recv().await {
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        let mut rebuild_started = Some(std::time::Instant::now());
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = trim.tick() => {
+                    self.update_progress();
+                    continue;
+                }
+            };
+            let Some(item) = item else {
+                break;
+            };
             match item {
                 Replicated::Session { start } => {
                     // A new session resends every transaction not yet confirmed; anything of an
-                    // unfinished transaction from the old one is void.
+                    // unfinished transaction from the old one is void, and what was handled in
+                    // an earlier session is skipped.
                     info!(%start, "replication session started");
                     self.decoder = Decoder::new();
                     self.state.in_transaction = false;
+                    self.stream.skipping = false;
+                    self.state.flushed = self.state.flushed.max(start);
+                    self.emitter.streaming_from(start);
                 }
                 Replicated::Data(batch) => {
                     let count = batch.len() as u64;
@@ -225,10 +277,31 @@ impl Processor {
                     }
                     self.state.handed += count;
                 }
+                Replicated::CaughtUp => {
+                    if let Some(started) = rebuild_started.take() {
+                        let (events, bytes, _) = self.emitter.replay_stats();
+                        self.health
+                            .set_replay_rebuilt(started.elapsed(), events as u64);
+                        info!(
+                            events,
+                            bytes,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "replay buffer rebuilt from the slot; accepting connections"
+                        );
+                        self.emitter.replay_ready();
+                    }
+                }
             }
-            self.progress.send_replace(self.state);
+            self.update_progress();
         }
         Ok(())
+    }
+
+    /// Reports progress: what was handed on, and what the replay buffer still needs kept.
+    fn update_progress(&mut self) {
+        self.state.keep = self.emitter.replay_keep_from().unwrap_or(Lsn::ZERO);
+        self.health.set_handed_lsn(self.state.flushed);
+        self.progress.send_replace(self.state);
     }
 
     async fn handle(&mut self, payload: bytes::Bytes, lsn: crate::lsn::Lsn) {
@@ -241,42 +314,146 @@ impl Processor {
             }
         };
         match &change {
-            Change::Begin { .. } => self.state.in_transaction = true,
+            Change::Begin {
+                commit_lsn,
+                commit_time,
+                ..
+            } => {
+                self.state.in_transaction = true;
+                self.stream.skipping = *commit_lsn <= self.stream.done;
+                self.stream.lsn = *commit_lsn;
+                self.stream.seq = 0;
+                self.stream.at_micros = commit_time.unix_micros();
+            }
             Change::Commit { .. } => self.state.in_transaction = false,
+            Change::Message(m) if !m.transactional => {
+                if m.lsn <= self.stream.done {
+                    return;
+                }
+                self.stream.lsn = m.lsn;
+                self.stream.seq = 0;
+                self.stream.at_micros = crate::delivery::now_micros();
+            }
             _ => {}
         }
-        self.ensure_client().await;
-        let mut outputs = std::mem::take(&mut self.outputs);
-        if let Err(e) = self.model.handle(&self.client, change, &mut outputs).await {
-            error!(%lsn, error = %e, "could not build events for a change; skipping it");
+        if self.stream.skipping {
+            if let Change::Commit { end_lsn, .. } = &change {
+                self.stream.skipping = false;
+                self.state.flushed = self.state.flushed.max(*end_lsn);
+            }
+            return;
         }
-        for output in outputs.drain(..) {
-            self.output(output).await;
+        let done = match &change {
+            Change::Commit { .. } => Some(self.stream.lsn),
+            Change::Message(m) if !m.transactional => Some(m.lsn),
+            _ => None,
+        };
+        let mut delay = RETRY_FIRST;
+        loop {
+            self.ensure_client().await;
+            let mut outputs = std::mem::take(&mut self.outputs);
+            outputs.clear();
+            match self
+                .model
+                .handle(&self.client, change.clone(), &mut outputs)
+                .await
+            {
+                Ok(()) => {
+                    for output in outputs.drain(..) {
+                        self.output(output);
+                    }
+                    self.outputs = outputs;
+                    break;
+                }
+                Err(e) if e.is_retryable() && !self.shutdown.is_cancelled() => {
+                    self.outputs = outputs;
+                    // Never skipped (its transaction would be confirmed without it): the
+                    // pipeline holds until the database answers again.
+                    warn!(%lsn, error = %e, retry_in = ?delay, "could not build events for a change; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    self.outputs = outputs;
+                    error!(%lsn, error = %e, "could not build events for a change; skipping it");
+                    break;
+                }
+            }
         }
-        self.outputs = outputs;
+        if let Some(done) = done {
+            self.stream.done = self.stream.done.max(done);
+        }
     }
 
-    async fn output(&mut self, output: ModelOutput) {
+    /// The next event's offset in the stream.
+    fn next_offset(&mut self) -> Offset {
+        let offset = Offset::new(self.stream.lsn, self.stream.seq);
+        self.stream.seq = self.stream.seq.saturating_add(1);
+        offset
+    }
+
+    /// A stream event as the delivery stage keeps it.
+    fn entry(
+        &mut self,
+        offset: Offset,
+        event: String,
+        payload: crate::strapi::Payload,
+        target: Target,
+        rule: Option<(String, crate::strapi::Action)>,
+    ) -> Entry {
+        Entry {
+            offset,
+            offset_text: offset.to_string(),
+            event,
+            payload,
+            target,
+            rule,
+            keep_from: self.state.flushed,
+            at_micros: self.stream.at_micros,
+        }
+    }
+
+    fn output(&mut self, output: ModelOutput) {
         match output {
             ModelOutput::Access(change) => {
                 self.access.apply(change);
                 self.access_changed = true;
             }
             ModelOutput::Event(event) => {
-                self.flush_access_change().await;
+                self.flush_access_change();
+                // Every event takes a position, emitted or not, so offsets stay the same
+                // whatever the permissions were when it was (re)read.
+                let offset = self.next_offset();
+                let rule = (event.content_type.uid.clone(), event.action.clone());
                 if let Some(delivery) = self.access.authorize(event) {
-                    self.emitter.send(Outgoing::Deliver(delivery)).await;
+                    let entry = self.entry(
+                        offset,
+                        delivery.event,
+                        delivery.payload,
+                        Target::Rooms(delivery.rooms),
+                        Some(rule),
+                    );
+                    self.emitter.publish(entry);
                 }
             }
             ModelOutput::Raw(raw) => {
-                self.flush_access_change().await;
-                self.emitter.send(Outgoing::Raw(raw)).await;
+                self.flush_access_change();
+                let offset = self.next_offset();
+                let target = match raw.rooms {
+                    None => Target::Everyone,
+                    Some(rooms) => Target::Rooms(rooms.into()),
+                };
+                let entry = self.entry(offset, raw.event, raw.data, target, None);
+                self.emitter.publish(entry);
             }
             ModelOutput::Commit {
                 end_lsn,
                 commit_time,
             } => {
-                self.flush_access_change().await;
+                self.flush_access_change();
                 self.state.flushed = self.state.flushed.max(end_lsn);
                 self.health.set_last_commit(commit_time.unix_micros());
             }
@@ -284,9 +461,9 @@ impl Processor {
     }
 
     /// Sockets are re-checked once per run of access changes, before the next event goes out.
-    async fn flush_access_change(&mut self) {
+    fn flush_access_change(&mut self) {
         if std::mem::take(&mut self.access_changed) {
-            self.emitter.send(Outgoing::AccessChanged).await;
+            self.emitter.send(Outgoing::AccessChanged);
         }
     }
 

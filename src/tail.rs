@@ -38,6 +38,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 decoder = Decoder::new();
                 state.in_transaction = false;
             }
+            Replicated::CaughtUp => {}
             Replicated::Data(batch) => {
                 let count = batch.len() as u64;
                 for x in batch {

@@ -117,7 +117,7 @@ pub(super) async fn emit(
         payload: data,
     };
     let targeted = state.emitter.count_targets(Some(&delivery.rooms));
-    state.emitter.deliver(&delivery).await;
+    state.emitter.deliver(&delivery);
     Ok(accepted(targeted))
 }
 
@@ -137,6 +137,6 @@ pub(super) async fn raw(
         }
     };
     let targeted = state.emitter.count_targets(raw.rooms.as_deref());
-    state.emitter.raw(&raw).await;
+    state.emitter.raw(&raw);
     Ok(accepted(targeted))
 }

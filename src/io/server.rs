@@ -51,10 +51,13 @@ pub fn build(
         access_epoch: AtomicU64::new(0),
         drops_unreported: AtomicU64::new(0),
         drops_reported_at: std::sync::Mutex::new(None),
+        hub: crate::delivery::Hub::new(opts.delivery),
+        stop: tokio_util::sync::CancellationToken::new(),
     });
     let (svc, io) = configure(&opts.io).build_svc();
-    register(&io, &shared);
+    register(&io, &shared, opts.io.connect_timeout);
     let emitter = Emitter { io, shared };
+    emitter.spawn_feeder();
 
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -99,9 +102,14 @@ fn configure(io: &IoConfig) -> SocketIoBuilder {
 }
 
 /// The default namespace: the handshake as a connect middleware, then the connect handler.
-fn register(io: &SocketIo, shared: &Arc<Shared>) {
+fn register(io: &SocketIo, shared: &Arc<Shared>, connect_timeout: std::time::Duration) {
     let for_middleware = shared.clone();
     let middleware = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| async move {
+        // After a start, the replay buffer is rebuilt from the slot before anyone is let in,
+        // so a reconnecting client's catch-up finds what it missed.
+        if !for_middleware.hub.wait_ready(connect_timeout).await {
+            return Err(crate::access::AuthError::NotReady);
+        }
         handshake::authenticate(&for_middleware, &s, auth.as_ref().ok())
     };
     let for_handler = shared.clone();
@@ -182,6 +190,21 @@ async fn metrics_text(State(emitter): State<Emitter>) -> Response {
             }
         }
     }
+    let report = {
+        let replay = emitter.shared.hub.lock();
+        crate::metrics::ReplayReport {
+            events: replay.buffer.len() as u64,
+            bytes: replay.buffer.bytes() as u64,
+            replayed: replay.stats.replayed,
+            resyncs: replay.stats.resyncs,
+            fell_behind: replay.stats.fell_behind,
+            behind: replay.behind.len() as u64,
+        }
+    };
+    emitter
+        .shared
+        .metrics
+        .set_replay(&emitter.shared.health, report);
     match emitter
         .shared
         .metrics

@@ -60,6 +60,9 @@ pub enum Replicated {
     },
     /// XLogData messages, in server order.
     Data(Vec<XLogData>),
+    /// Everything the server had written when this session started has been handed on (a
+    /// restarted bridge has rebuilt its replay buffer from the slot).
+    CaughtUp,
 }
 
 /// What the pipeline reports back: how far it has handed things on.
@@ -71,6 +74,10 @@ pub struct Progress {
     pub handed: u64,
     /// Whether the pipeline is inside a transaction (between Begin and Commit).
     pub in_transaction: bool,
+    /// The furthest position that may be confirmed while the replay buffer holds events
+    /// ([`Lsn::ZERO`]: no limit): confirmation trails by the replay window, so the slot keeps
+    /// that WAL and a restarted bridge can rebuild the buffer from it.
+    pub keep: Lsn,
 }
 
 /// A status update goes out at least this often. Half of 10 s, the smallest
@@ -133,6 +140,7 @@ pub async fn run(
         shutdown,
         feedback: Feedback::default(),
         system_id: None,
+        catch_up_to: None,
     };
     let mut backoff = Backoff::default();
     loop {
@@ -167,6 +175,8 @@ pub async fn run(
 /// An XLogData batch (or the session marker) read but not yet accepted by the channel.
 struct Pending {
     item: Replicated,
+    /// Hand on [`Replicated::CaughtUp`] after `item`.
+    then_caught_up: bool,
     /// XLogData in `item`.
     count: u64,
     /// Highest server position in the read that produced `item`.
@@ -201,6 +211,8 @@ struct Runner {
     shutdown: CancellationToken,
     feedback: Feedback,
     system_id: Option<String>,
+    /// The server's WAL position when this session started; reaching it means caught up.
+    catch_up_to: Option<Lsn>,
 }
 
 impl Runner {
@@ -238,6 +250,7 @@ impl Runner {
                 "connected to a different PostgreSQL cluster than before (failover or restore?)");
         }
         self.system_id = Some(system.system_id.clone());
+        self.catch_up_to = Some(system.xlog_pos);
         let version = slot::check_server(&mut conn).await.map_err(reclassify)?;
         let dbname = if system.dbname.is_empty() {
             db.pg.get_dbname().unwrap_or_default().to_owned()
@@ -287,6 +300,7 @@ impl Runner {
         let out = self.out.clone();
         let mut pending = Some(Pending {
             item: Replicated::Session { start },
+            then_caught_up: false,
             count: 0,
             server_end: start,
         });
@@ -297,7 +311,7 @@ impl Runner {
             last_heard: now,
         };
         loop {
-            let deadline = clock.deadline();
+            let deadline = self.status_deadline(&clock);
             tokio::select! {
                 () = shutdown.cancelled() => return self.finish(conn, true).await,
                 permit = out.reserve(), if pending.is_some() => {
@@ -308,6 +322,14 @@ impl Runner {
                     if let Some(p) = pending.take() {
                         permit.send(p.item);
                         self.feedback.handed(p.count, p.server_end);
+                        if p.then_caught_up {
+                            pending = Some(Pending {
+                                item: Replicated::CaughtUp,
+                                then_caught_up: false,
+                                count: 0,
+                                server_end: p.server_end,
+                            });
+                        }
                     }
                     // Nothing was read while the pipeline was full; the server was not silent.
                     clock.last_heard = Instant::now();
@@ -336,9 +358,19 @@ impl Runner {
             }
             // Checked after every event, so a stream that always has data to read still
             // confirms on time.
-            if Instant::now() >= clock.deadline() {
+            if Instant::now() >= self.status_deadline(&clock) {
                 self.tick(conn, &mut clock, pending.is_none()).await?;
             }
+        }
+    }
+
+    /// When the next status update is due: soon while not caught up (each one asks the server
+    /// for its position).
+    fn status_deadline(&self, clock: &Clock) -> Instant {
+        if self.catch_up_to.is_some() {
+            clock.last_status + STATUS_COALESCE
+        } else {
+            clock.deadline()
         }
     }
 
@@ -357,7 +389,9 @@ impl Runner {
                 silent.as_secs()
             )));
         }
-        let probe = reading && silent >= SILENCE_PROBE;
+        // Until caught up, every status update asks for a keepalive: its position says when
+        // the server has sent everything it had at the start.
+        let probe = reading && (silent >= SILENCE_PROBE || self.catch_up_to.is_some());
         let position = self.feedback.flush_position(&self.progress.borrow());
         if probe
             || position > self.feedback.last_confirmed()
@@ -380,6 +414,7 @@ impl Runner {
         let mut batch = Vec::new();
         let mut server_end = Lsn::ZERO;
         let mut reply_requested = false;
+        let mut caught_up = false;
         while let Some(frame) =
             copy_both::next_frame(&mut conn.read_buf).map_err(ReplicationError::Protocol)?
         {
@@ -393,6 +428,12 @@ impl Runner {
                         ReplicationMessage::Keepalive(k) => {
                             server_end = server_end.max(k.wal_end);
                             reply_requested |= k.reply_requested;
+                            // The server has sent everything up to `wal_end`: once that covers
+                            // what it had when the session started, the stream is caught up.
+                            if self.catch_up_to.is_some_and(|to| k.wal_end >= to) {
+                                self.catch_up_to = None;
+                                caught_up = true;
+                            }
                         }
                     }
                 }
@@ -426,10 +467,19 @@ impl Runner {
         if batch.is_empty() {
             // Keepalives only: nothing waits to be handed on, so their position counts now.
             self.feedback.handed(0, server_end);
+            if caught_up {
+                *pending = Some(Pending {
+                    item: Replicated::CaughtUp,
+                    then_caught_up: false,
+                    count: 0,
+                    server_end,
+                });
+            }
         } else {
             *pending = Some(Pending {
                 count: batch.len() as u64,
                 item: Replicated::Data(batch),
+                then_caught_up: caught_up,
                 server_end,
             });
         }
