@@ -63,6 +63,10 @@ pub async fn run(
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
             delivery: cfg.delivery,
+            wal_emit: Some(io::WalEmit {
+                database: cfg.database.clone(),
+                prefix: cfg.message_prefix.clone(),
+            }),
         },
         access.handle(),
         catalog,

@@ -23,3 +23,5 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// Every client gets every event: offsets, catch-up after reconnects and restarts, slow clients.
+mod delivery;

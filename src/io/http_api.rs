@@ -1,6 +1,12 @@
 //! `POST /io/emit` and `POST /io/raw`: the plugin's `strapi.$io.emit` and `raw` over HTTP,
 //! for code outside Strapi. Bodies are the custom message JSON ([`CustomMessage`]); both routes
 //! need `Authorization: Bearer <admin token>` and exist only when that token is configured.
+//!
+//! A checked message is written to the WAL with `pg_logical_emit_message` on the bridge's own
+//! SQL connection, exactly as a database trigger would: it comes back through the stream, so
+//! it gets an offset, keeps its place among data events, and is replayable like them (and
+//! every instance reading the database emits it). The answer (202) says how many sockets it
+//! targets now.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,6 +15,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tracing::warn;
 
 use super::Emitter;
 use crate::access::Delivery;
@@ -49,6 +57,67 @@ impl AdminToken {
 pub(super) struct ApiState {
     pub emitter: Emitter,
     pub token: AdminToken,
+    /// Where messages go; `None`: emitted directly.
+    pub wal: Option<WalWriter>,
+}
+
+/// Writes messages to the WAL on one SQL connection, opened on first use and again after it
+/// drops.
+#[derive(Clone)]
+pub(super) struct WalWriter {
+    cfg: Arc<super::WalEmit>,
+    client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+}
+
+impl WalWriter {
+    pub(super) fn new(cfg: super::WalEmit) -> WalWriter {
+        WalWriter {
+            cfg: Arc::new(cfg),
+            client: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// `pg_logical_emit_message(true, prefix, body)`: committed at once, streamed like any
+    /// other message. One retry on a fresh connection when the old one dropped.
+    async fn write(&self, body: &str) -> Result<(), ApiError> {
+        let mut guard = self.client.lock().await;
+        for attempt in 0..2 {
+            let client = match guard.as_ref() {
+                Some(c) if !c.is_closed() => c,
+                _ => {
+                    let c = crate::pg::connect(&self.cfg.database).await.map_err(|e| {
+                        warn!(error = %e, "HTTP emit: cannot connect to PostgreSQL");
+                        unavailable()
+                    })?;
+                    guard.insert(c)
+                }
+            };
+            match client
+                .execute(
+                    "SELECT pg_logical_emit_message(true, $1, $2)",
+                    &[&self.cfg.prefix, &body],
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_closed() && attempt == 0 => {
+                    *guard = None;
+                }
+                Err(e) => {
+                    warn!(error = %e, "HTTP emit: pg_logical_emit_message failed");
+                    return Err(unavailable());
+                }
+            }
+        }
+        Err(unavailable())
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable; the message was not sent".to_owned(),
+    )
 }
 
 /// An API failure: status and the `{"error": ...}` text.
@@ -67,6 +136,11 @@ impl IntoResponse for ApiError {
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// The body as text (it parsed as JSON, so it is UTF-8).
+fn body_text(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))
 }
 
 fn accepted(targeted: usize) -> Response {
@@ -117,7 +191,10 @@ pub(super) async fn emit(
         payload: data,
     };
     let targeted = state.emitter.count_targets(Some(&delivery.rooms));
-    state.emitter.deliver(&delivery);
+    match &state.wal {
+        Some(wal) => wal.write(body_text(&body)?).await?,
+        None => state.emitter.deliver(&delivery),
+    }
     Ok(accepted(targeted))
 }
 
@@ -137,6 +214,9 @@ pub(super) async fn raw(
         }
     };
     let targeted = state.emitter.count_targets(raw.rooms.as_deref());
-    state.emitter.raw(&raw);
+    match &state.wal {
+        Some(wal) => wal.write(body_text(&body)?).await?,
+        None => state.emitter.raw(&raw),
+    }
     Ok(accepted(targeted))
 }

@@ -53,6 +53,19 @@ pub struct IoOptions {
     pub admin_token: Option<Secret>,
     /// `[delivery]`: the replay window.
     pub delivery: DeliveryConfig,
+    /// Where `POST /io/emit` and `/io/raw` write their message (`pg_logical_emit_message`),
+    /// so it comes back through the stream with an offset, in order, replayable. `None`:
+    /// they emit directly (no database; tests).
+    pub wal_emit: Option<WalEmit>,
+}
+
+/// The database connection and message prefix of the HTTP emit API.
+#[derive(Debug, Clone)]
+pub struct WalEmit {
+    /// The database the bridge streams from.
+    pub database: crate::config::DatabaseConfig,
+    /// `[messages] prefix`, which the stream turns into custom events.
+    pub prefix: String,
 }
 
 /// State shared by the handshake, the handlers, the routes and the emitter.

@@ -71,6 +71,7 @@ pub fn build(
             .with_state(ApiState {
                 emitter: emitter.clone(),
                 token: AdminToken::new(token),
+                wal: opts.wal_emit.clone().map(http_api::WalWriter::new),
             });
         router = router.merge(api);
     }

@@ -175,6 +175,7 @@ fn options() -> IoOptions {
         events: vec![],
         admin_token: None,
         delivery: crate::delivery::DeliveryConfig::default(),
+        wal_emit: None,
     }
 }
 

@@ -141,6 +141,7 @@ pub async fn run(
         feedback: Feedback::default(),
         system_id: None,
         catch_up_to: None,
+        pings: PingRun::default(),
     };
     let mut backoff = Backoff::default();
     loop {
@@ -213,6 +214,47 @@ struct Runner {
     system_id: Option<String>,
     /// The server's WAL position when this session started; reaching it means caught up.
     catch_up_to: Option<Lsn>,
+    /// Keepalives asking for a reply, back to back at the same position: how a walsender
+    /// waits, while the server shuts down, for everything it sent to be confirmed.
+    pings: PingRun,
+}
+
+/// A run of reply-requesting keepalives at one position, each right after the last.
+#[derive(Debug, Default)]
+struct PingRun {
+    at: Lsn,
+    count: u32,
+    last: Option<Instant>,
+}
+
+/// Back-to-back reply requests at one position that mean "the server is shutting down": the
+/// walsender then waits until everything it sent is confirmed, and asks again after each
+/// answer. Normal keepalives ask at most every `wal_sender_timeout / 2`.
+const STOPPING_PINGS: u32 = 3;
+
+impl PingRun {
+    /// A reply-requesting keepalive at `at`.
+    fn ping(&mut self, at: Lsn) {
+        let quick = self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(1000));
+        if quick && at == self.at {
+            self.count += 1;
+        } else {
+            self.count = 1;
+        }
+        self.at = at;
+        self.last = Some(Instant::now());
+    }
+
+    /// Data arrived: not a shutdown.
+    fn reset(&mut self) {
+        self.count = 0;
+    }
+
+    fn server_stopping(&self) -> bool {
+        self.count >= STOPPING_PINGS
+    }
 }
 
 impl Runner {
@@ -423,11 +465,15 @@ impl Runner {
                     match copy_both::parse_copy_data(data).map_err(ReplicationError::Protocol)? {
                         ReplicationMessage::XLogData(x) => {
                             server_end = server_end.max(x.wal_end);
+                            self.pings.reset();
                             batch.push(x);
                         }
                         ReplicationMessage::Keepalive(k) => {
                             server_end = server_end.max(k.wal_end);
                             reply_requested |= k.reply_requested;
+                            if k.reply_requested {
+                                self.pings.ping(k.wal_end);
+                            }
                             // The server has sent everything up to `wal_end`: once that covers
                             // what it had when the session started, the stream is caught up.
                             if self.catch_up_to.is_some_and(|to| k.wal_end >= to) {
@@ -492,7 +538,14 @@ impl Runner {
         conn: &mut Conn,
         reply_requested: bool,
     ) -> Result<(), ReplicationError> {
-        let progress = *self.progress.borrow();
+        let mut progress = *self.progress.borrow();
+        if self.pings.server_stopping() && progress.keep > Lsn::ZERO {
+            // The server waits for this to shut down: confirm what was handed on. The replay
+            // buffer in memory still holds the window; only a restart of the bridge before
+            // the server is back loses the WAL for it.
+            tracing::info!("the server is shutting down; confirming everything handed on");
+            progress.keep = Lsn::ZERO;
+        }
         let flushed = self.feedback.flush_position(&progress);
         let update = StatusUpdate {
             written: flushed.max(self.feedback.server_end()),
