@@ -17,6 +17,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError};
 use tracing::{debug, error, info, warn};
 
+use super::flow::Flows;
 use super::{Emitter, Shared, handshake};
 use crate::access::Delivery;
 use crate::delivery::{Behind, Entry, Fed, Offset, RESYNC_EVENT, Replay, Sent, Target, now_micros};
@@ -66,21 +67,29 @@ impl<A: Adapter> Emitter<A> {
             Target::Rooms(rooms) => op.to(rooms.to_vec()).sockets(),
             Target::Everyone => op.sockets(),
         };
+        let mut flows = self.shared.lock_flows();
         let mut fell_behind = 0u64;
         for socket in sockets {
             if replay.behind.contains_key(&socket.id) {
                 continue;
             }
-            match send(&socket, &entry) {
+            let sent = if flows.has_room(&socket) {
+                send(&socket, &entry)
+            } else {
+                Sent::Full
+            };
+            match sent {
+                Sent::Queued => flows.sent(&socket, &entry),
                 Sent::Full => {
                     fell_behind += 1;
                     replay
                         .behind
                         .insert(socket.id, Behind::new(before, before.to_string(), true));
                 }
-                Sent::Queued | Sent::NotForIt | Sent::Gone => {}
+                Sent::NotForIt | Sent::Gone => {}
             }
         }
+        drop(flows);
         if fell_behind > 0 {
             replay.stats.fell_behind += fell_behind;
             self.shared.report_behind(&entry.event, fell_behind);
@@ -167,6 +176,10 @@ impl<A: Adapter> Emitter<A> {
     /// buffer.
     pub(super) fn feed_behind(&self) {
         let mut replay = self.shared.hub.lock();
+        let mut flows = self.shared.lock_flows();
+        if self.shared.gc_due() {
+            flows.retain(|sid| self.io.get_socket(sid).is_some());
+        }
         if replay.behind.is_empty() {
             return;
         }
@@ -184,7 +197,7 @@ impl<A: Adapter> Emitter<A> {
             let Some(socket) = self.io.get_socket(sid) else {
                 continue;
             };
-            feed_socket(&self.shared, &mut replay, &socket, behind);
+            feed_socket(&self.shared, &mut replay, &mut flows, &socket, behind);
         }
     }
 
@@ -213,13 +226,15 @@ pub(super) fn start_catch_up<A: Adapter>(shared: &Shared, socket: &SocketRef<A>)
         return;
     };
     behind.started = true;
-    feed_socket(shared, &mut replay, socket, behind);
+    let mut flows = shared.lock_flows();
+    feed_socket(shared, &mut replay, &mut flows, socket, behind);
 }
 
 /// Feeds one socket (taken out of `replay.behind`) and puts it back if it is still behind.
 fn feed_socket<A: Adapter>(
     shared: &Shared,
     replay: &mut Replay<Sid>,
+    flows: &mut Flows,
     socket: &SocketRef<A>,
     mut behind: Behind,
 ) {
@@ -227,7 +242,14 @@ fn feed_socket<A: Adapter>(
         if !may_receive(shared, socket, entry) {
             return Sent::NotForIt;
         }
-        send(socket, entry)
+        if !flows.has_room(socket) {
+            return Sent::Full;
+        }
+        let sent = send(socket, entry);
+        if sent == Sent::Queued {
+            flows.sent(socket, entry);
+        }
+        sent
     });
     match fed {
         Fed::CaughtUp => {
@@ -297,7 +319,24 @@ fn may_receive<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, entry: &Entry
 /// How often sockets falling behind are reported in the log at most.
 const BEHIND_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Feeding rounds between two sweeps of the flow counts of sockets that are gone.
+const GC_EVERY_ROUNDS: u64 = 250;
+
 impl Shared {
+    fn lock_flows(&self) -> std::sync::MutexGuard<'_, Flows> {
+        self.flows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this feeding round sweeps the flow counts.
+    fn gc_due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.feed_rounds
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(GC_EVERY_ROUNDS)
+    }
+
     /// Logs sockets that fell behind at most every [`BEHIND_REPORT_EVERY`], with the count
     /// since the last report.
     fn report_behind(&self, event: &str, sockets: u64) {

@@ -18,6 +18,7 @@
 
 mod emit;
 mod events;
+mod flow;
 mod handshake;
 mod http_api;
 mod serve;
@@ -85,6 +86,10 @@ struct Shared {
     hub: Arc<Hub<socketioxide::socket::Sid>>,
     /// Ends the feeder task.
     stop: tokio_util::sync::CancellationToken,
+    /// What each WebSocket still has to write (locked after `hub`).
+    flows: std::sync::Mutex<flow::Flows>,
+    /// Feeding rounds so far.
+    feed_rounds: AtomicU64,
 }
 
 /// Hands messages to Socket.IO. Holds the `SocketIo` handle (never a socket), so it is cheap
