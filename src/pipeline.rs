@@ -3,15 +3,18 @@
 //! ```text
 //! replication ──mpsc<Replicated>──▶ process: pgoutput::Decoder → strapi::Model → access::Access → io::Emitter
 //!      ▲                                                                                   │
-//!      └──────────────────── watch<Progress> (end LSN of transactions handed on) ◀─────────┘
+//!      └──────── watch<Progress> (end LSN handed on, what the replay buffer keeps) ◀────────┘
 //! ```
 //!
 //! The replication client reads from PostgreSQL into a bounded channel (a slow emitter fills
 //! it, reading stops, PostgreSQL keeps the WAL). One task runs decode → model → authorize →
 //! emit for each message in stream order, so an access change applies before the next event,
-//! and reports back the end LSN of every transaction whose events were handed to Socket.IO:
-//! only that is confirmed to PostgreSQL. Shutdown stops reading first, lets this task drain the
-//! channel, then confirms and closes.
+//! and reports back the end LSN of every transaction whose events were handed to Socket.IO,
+//! and how far back the replay buffer reaches: confirmed to PostgreSQL is the older of the two,
+//! so the slot keeps the replay window's WAL and a restart rebuilds the buffer from it (sockets
+//! wait for that). Each event gets its offset here (commit LSN, position in the transaction);
+//! transactions a new replication session sends again are skipped. Shutdown stops reading
+//! first, lets this task drain the channel, then confirms and closes.
 
 use std::time::Duration;
 
@@ -243,6 +246,11 @@ struct StreamPosition {
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// Sockets wait at most this long at start for the replay buffer to be rebuilt (PostgreSQL
+/// unreachable, or a window too large to decode in time), well within the client's connect
+/// timeout.
+const REBUILD_LIMIT: Duration = Duration::from_secs(30);
+
 /// How often the replay buffer is trimmed and the position to confirm updated while the
 /// stream is idle.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -255,6 +263,14 @@ impl Processor {
             let item = tokio::select! {
                 item = rx.recv() => item,
                 _ = trim.tick() => {
+                    if rebuild_started.is_some_and(|t| t.elapsed() >= REBUILD_LIMIT) {
+                        rebuild_started = None;
+                        warn!(
+                            "the replay buffer is not rebuilt after {REBUILD_LIMIT:?}; accepting \
+                             connections anyway (a client may see an event twice)"
+                        );
+                        self.emitter.replay_ready();
+                    }
                     self.update_progress();
                     continue;
                 }

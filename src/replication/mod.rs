@@ -4,7 +4,10 @@
 //! with `replication=database`, authentication, TLS, `IDENTIFY_SYSTEM`, slot creation,
 //! `START_REPLICATION`, then CopyBoth. It hands every XLogData on in order (in batches) and
 //! keeps keepalives and status updates to itself. It confirms to PostgreSQL only what the
-//! pipeline reports as handed on ([`Progress`]), so a restart never loses a committed change.
+//! pipeline reports as handed on ([`Progress`]), and no further back than its replay buffer
+//! reaches (`Progress::keep`), so a restart never loses a committed change and can rebuild the
+//! buffer; it says when a session has caught up with what the server had at its start
+//! ([`Replicated::CaughtUp`]), and lets a server that is shutting down have its confirmation.
 //! It never decodes pgoutput beyond the XLogData header.
 //!
 //! Files by job: `conn` (socket, TLS, login, simple queries), `copy_both` (framing), `slot`
