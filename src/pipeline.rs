@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
 use crate::replication::{self, Progress, Replicated};
-use crate::strapi::{CatalogHandle, Model, ModelConfig, ModelOutput};
+use crate::strapi::{self, CatalogHandle, Model, ModelConfig, ModelOutput};
 
 /// Batches of XLogData between the replication client and the processing task. Each batch is
 /// what one socket read held, so this bounds memory to a few MB while keeping the reader busy.
@@ -52,7 +52,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = Metrics::new();
-    let catalog = CatalogHandle::default();
+    let catalog = CatalogHandle::with_private_attributes(cfg.strapi.private_attributes.clone());
 
     let Some((client, model, access)) = load_with_retry(&cfg, &catalog, &shutdown).await? else {
         return Ok(());
@@ -69,6 +69,7 @@ pub async fn run(
             wal_emit: Some(io::WalEmit {
                 database: cfg.database.clone(),
                 prefix: cfg.message_prefix.clone(),
+                allow_data_actions: cfg.allow_data_actions,
             }),
         },
         access.handle(),
@@ -114,6 +115,7 @@ pub async fn run(
         outputs: Vec::new(),
         stream: StreamPosition::default(),
         shutdown: shutdown.clone(),
+        max_event_bytes: cfg.io.max_event_bytes,
     };
     let processed = processor.run(rx).await;
 
@@ -221,6 +223,8 @@ struct Processor {
     outputs: Vec<ModelOutput>,
     stream: StreamPosition,
     shutdown: CancellationToken,
+    /// `[io] max_event_bytes`: larger data events go out with the id only.
+    max_event_bytes: usize,
 }
 
 /// Where the processing task is in the stream: what gives each event its offset, and what was
@@ -448,6 +452,9 @@ impl Processor {
                 // whatever the permissions were when it was (re)read.
                 let offset = self.next_offset();
                 let rule = (event.content_type.uid.clone(), event.action.clone());
+                let Some(event) = strapi::limit_event(event, self.max_event_bytes) else {
+                    return;
+                };
                 if let Some(delivery) = self.access.authorize(event) {
                     let entry = self.entry(
                         offset,
@@ -462,6 +469,9 @@ impl Processor {
             ModelOutput::Raw(raw) => {
                 self.flush_access_change();
                 let offset = self.next_offset();
+                if !strapi::limit_raw(&raw, self.max_event_bytes) {
+                    return;
+                }
                 let target = match raw.rooms {
                     None => Target::Everyone,
                     Some(rooms) => Target::Rooms(rooms.into()),

@@ -25,3 +25,5 @@ mod first_run;
 mod access;
 // Every client gets every event: offsets, catch-up after reconnects and restarts, slow clients.
 mod delivery;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;

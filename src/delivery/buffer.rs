@@ -121,9 +121,13 @@ impl ReplayBuffer {
         }
     }
 
-    /// The position that may be confirmed to PostgreSQL, if the buffer holds anything.
+    /// The position that may be confirmed to PostgreSQL while the buffer holds events from the
+    /// WAL (entries emitted from outside the stream have `keep_from` zero and need nothing kept).
     pub fn keep_from(&self) -> Option<Lsn> {
-        self.entries.front().map(|e| e.keep_from)
+        self.entries
+            .iter()
+            .map(|e| e.keep_from)
+            .find(|k| *k > Lsn::ZERO)
     }
 
     /// The oldest offset held.

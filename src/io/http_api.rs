@@ -77,9 +77,17 @@ impl WalWriter {
         }
     }
 
+    /// Whether `message` goes through the WAL: a data action (`message:create`…) does only when
+    /// `[messages] allow_data_actions` lets messages from the WAL send one; otherwise the
+    /// operator's message is emitted directly (no offset from the WAL, not replayable after a
+    /// restart).
+    fn takes(&self, message: &CustomMessage) -> bool {
+        self.cfg.allow_data_actions || message.data_action_name().is_none()
+    }
+
     /// `pg_logical_emit_message(true, prefix, body)`: committed at once, streamed like any
     /// other message. One retry on a fresh connection when the old one dropped.
-    async fn write(&self, body: &str) -> Result<(), ApiError> {
+    async fn write(&self, body: &str) -> Result<(), WalError> {
         let mut guard = self.client.lock().await;
         for attempt in 0..2 {
             let client = match guard.as_ref() {
@@ -87,7 +95,7 @@ impl WalWriter {
                 _ => {
                     let c = crate::pg::connect(&self.cfg.database).await.map_err(|e| {
                         warn!(error = %e, "HTTP emit: cannot connect to PostgreSQL");
-                        unavailable()
+                        WalError::Unavailable
                     })?;
                     guard.insert(c)
                 }
@@ -103,14 +111,33 @@ impl WalWriter {
                 Err(e) if e.is_closed() && attempt == 0 => {
                     *guard = None;
                 }
+                Err(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+                {
+                    warn!(
+                        "HTTP emit: the bridge's role may not call pg_logical_emit_message; \
+                         emitting directly (not replayable after a restart). GRANT EXECUTE ON \
+                         FUNCTION pg_logical_emit_message(boolean, text, text) to it to fix"
+                    );
+                    return Err(WalError::Denied);
+                }
                 Err(e) => {
                     warn!(error = %e, "HTTP emit: pg_logical_emit_message failed");
-                    return Err(unavailable());
+                    return Err(WalError::Unavailable);
                 }
             }
         }
-        Err(unavailable())
+        Err(WalError::Unavailable)
     }
+}
+
+/// Why a message could not be written to the WAL.
+enum WalError {
+    /// PostgreSQL is unreachable or failed.
+    Unavailable,
+    /// The bridge's role may not call `pg_logical_emit_message`.
+    Denied,
 }
 
 fn unavailable() -> ApiError {
@@ -138,9 +165,18 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-/// The body as text (it parsed as JSON, so it is UTF-8).
-fn body_text(body: &[u8]) -> Result<&str, ApiError> {
-    std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))
+/// Writes the body to the WAL when `wal` is given; `false` when it is to be emitted directly
+/// instead (no WAL writer, or the bridge's role may not call `pg_logical_emit_message`).
+async fn written(wal: Option<&WalWriter>, body: &[u8]) -> Result<bool, ApiError> {
+    let Some(wal) = wal else {
+        return Ok(false);
+    };
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))?;
+    match wal.write(text).await {
+        Ok(()) => Ok(true),
+        Err(WalError::Denied) => Ok(false),
+        Err(WalError::Unavailable) => Err(unavailable()),
+    }
 }
 
 fn accepted(targeted: usize) -> Response {
@@ -164,7 +200,9 @@ pub(super) async fn emit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (uid, action, data) = match parse(&state, &headers, &body)? {
+    let message = parse(&state, &headers, &body)?;
+    let through_wal = state.wal.as_ref().filter(|w| w.takes(&message));
+    let (uid, action, data) = match message {
         CustomMessage::Emit { uid, action, data } => (uid, action, data),
         CustomMessage::Raw { .. } => {
             return Err(bad(
@@ -191,9 +229,8 @@ pub(super) async fn emit(
         payload: data,
     };
     let targeted = state.emitter.count_targets(Some(&delivery.rooms));
-    match &state.wal {
-        Some(wal) => wal.write(body_text(&body)?).await?,
-        None => state.emitter.deliver(&delivery),
+    if !written(through_wal, &body).await? {
+        state.emitter.deliver(&delivery);
     }
     Ok(accepted(targeted))
 }
@@ -205,7 +242,9 @@ pub(super) async fn raw(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let raw = match parse(&state, &headers, &body)? {
+    let message = parse(&state, &headers, &body)?;
+    let through_wal = state.wal.as_ref().filter(|w| w.takes(&message));
+    let raw = match message {
         CustomMessage::Raw { event, data, rooms } => RawEmit { event, data, rooms },
         CustomMessage::Emit { .. } => {
             return Err(bad(
@@ -214,9 +253,8 @@ pub(super) async fn raw(
         }
     };
     let targeted = state.emitter.count_targets(raw.rooms.as_deref());
-    match &state.wal {
-        Some(wal) => wal.write(body_text(&body)?).await?,
-        None => state.emitter.raw(&raw),
+    if !written(through_wal, &body).await? {
+        state.emitter.raw(&raw);
     }
     Ok(accepted(targeted))
 }

@@ -67,6 +67,8 @@ pub struct WalEmit {
     pub database: crate::config::DatabaseConfig,
     /// `[messages] prefix`, which the stream turns into custom events.
     pub prefix: String,
+    /// `[messages] allow_data_actions`: whether the stream lets a message send a data action.
+    pub allow_data_actions: bool,
 }
 
 /// State shared by the handshake, the handlers, the routes and the emitter.
