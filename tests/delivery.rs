@@ -551,12 +551,12 @@ async fn restart_mid_stream(graceful: bool) {
     let wal_per_row = (wal_position(&sql).await - wal_before) as f64 / rows as f64;
     let started = Instant::now();
     bridge.spawn().await;
+    node.wait_connected(2).await;
     node.log
         .wait_creates(rows, "every create after the restart")
         .await;
     let caught_up = started.elapsed();
     assert_all_in_order(&node.log, rows, "npm client");
-    assert!(node.connects() >= 2, "the client reconnected");
     let replayed = bridge
         .metric("strapi_io_replayed_events")
         .await
@@ -576,7 +576,11 @@ async fn restart_mid_stream(graceful: bool) {
          row written ({per_tx} rows per transaction)",
         caught_up.as_secs_f64()
     );
-    assert!(replayed > 0.0, "the client caught up from the buffer");
+    // (A graceful stop may have sent everything before it closed the sockets.)
+    assert!(
+        replayed > 0.0 || before == rows,
+        "the client caught up from the buffer"
+    );
     assert!(
         bridge.log_text().contains("replay buffer rebuilt"),
         "{}",
