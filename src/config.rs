@@ -177,6 +177,9 @@ pub struct RawConfig {
     /// `[[events]]`
     #[serde(default)]
     pub events: Vec<RawEvent>,
+    /// `[delivery]`
+    #[serde(default)]
+    pub delivery: RawDelivery,
     /// `[strapi]`
     #[serde(default)]
     pub strapi: RawStrapi,
@@ -206,6 +209,16 @@ pub struct RawWebhooks {
 pub struct RawMetrics {
     /// `"public"`, `"admin"` or `"off"`.
     pub access: Option<String>,
+}
+
+/// `[delivery]`: the replay window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// How long emitted events stay replayable, like `"2m"`.
+    pub replay_window: Option<String>,
+    /// How many bytes of events stay replayable at most, like `"64MiB"`.
+    pub replay_max_bytes: Option<String>,
 }
 
 /// `[strapi]`: what Strapi keeps in code rather than in the database.
@@ -867,6 +880,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `[[events]]`
     pub events: Vec<EventConfig>,
+    /// `[delivery]`
+    pub delivery: crate::delivery::DeliveryConfig,
     /// `[messages] allow_data_actions`: whether a `pg_logical_emit_message` may send a data
     /// action (`message:create`…) or a `raw` event named like one.
     pub allow_data_actions: bool,
@@ -968,6 +983,7 @@ impl Config {
             admin_token,
             events,
             limits,
+            delivery: resolve_delivery(&src.file.delivery)?,
             allow_data_actions: src.file.messages.allow_data_actions.unwrap_or(false),
             strapi: resolve_strapi(src)?,
         })
@@ -1503,6 +1519,20 @@ fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigErro
             Ok(ContentTypesConfig::Some(out))
         }
     }
+}
+
+fn resolve_delivery(raw: &RawDelivery) -> Result<crate::delivery::DeliveryConfig, ConfigError> {
+    use crate::delivery::{DeliveryConfig, parse_bytes, parse_duration};
+    let mut cfg = DeliveryConfig::default();
+    if let Some(w) = &raw.replay_window {
+        cfg.replay_window =
+            parse_duration(w).map_err(|e| ConfigError::invalid("delivery.replay_window", e))?;
+    }
+    if let Some(b) = &raw.replay_max_bytes {
+        cfg.replay_max_bytes =
+            parse_bytes(b).map_err(|e| ConfigError::invalid("delivery.replay_max_bytes", e))?;
+    }
+    Ok(cfg)
 }
 
 fn resolve_prefix(raw: &RawMessages) -> Result<String, ConfigError> {

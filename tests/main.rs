@@ -26,5 +26,7 @@ mod access;
 // Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
 // and that every tests/*.rs is compiled.
 mod limits;
+// Every client gets every event: offsets, catch-up after reconnects and restarts, slow clients.
+mod delivery;
 // What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
 mod privacy;
