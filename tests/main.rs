@@ -23,3 +23,5 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// Strapi 5: recorded requests replayed, one event per document, REST-shaped payloads.
+mod model5;

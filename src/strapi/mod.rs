@@ -2,8 +2,9 @@
 //!
 //! Receives [`Change`](crate::pgoutput::Change)s in commit order. Finds the content type of each
 //! table from Strapi's own `strapi_content_types_schema` row (the [`catalog`]), decides the
-//! Strapi [`Action`], and builds the [`Payload`] Strapi 4's REST API would return for the
-//! entry, private and password attributes removed. Rows of the users-permissions and API-token
+//! Strapi [`Action`], and builds the [`Payload`] Strapi's REST API would return for the
+//! entry, private and password attributes removed: Strapi 4's rows one by one, Strapi 5's
+//! documents (rows sharing a `document_id`) once per transaction. Rows of the users-permissions and API-token
 //! tables are handed on as [`AccessChange`]s, logical messages with the configured prefix as
 //! custom emits, and every `Commit` as a marker, all in stream order. It never decides who
 //! receives an event (that is [`access`](crate::access)) and never talks to sockets.
