@@ -25,3 +25,5 @@ mod first_run;
 mod access;
 // Strapi 5: recorded requests replayed, one event per document, REST-shaped payloads.
 mod model5;
+// Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.
+mod access5;

@@ -139,3 +139,28 @@ async fn recorded_strapi5_requests_emit_one_event_per_document_with_the_rest_bod
 async fn recorded_strapi5_requests_under_the_default_replica_identity() {
     replay(false).await;
 }
+
+#[tokio::test]
+async fn check_on_a_strapi5_database_names_the_layout_and_the_jwt_mode() {
+    let db = StrapiDb::strapi5("").await;
+    let cfg = db.config("content_types = \"*\"\n[auth]\njwt_management = \"refresh\"\n");
+    let report = strapi_io_bridge::check::check(&cfg).await;
+    let text = report.to_string();
+    assert!(report.can_run(), "{text}");
+    assert!(text.contains("Strapi 5 layout"), "{text}");
+    assert!(text.contains("jwt_management = refresh"), "{text}");
+    // setup published the *_lnk tables and made the content tables FULL.
+    assert!(
+        text.contains("all 23 Strapi tables the bridge reads are published"),
+        "{text}"
+    );
+    assert!(
+        text.contains("replica identity FULL on every content-type table"),
+        "{text}"
+    );
+    let message = text
+        .lines()
+        .find(|l| l.contains("api::message.message"))
+        .unwrap_or_else(|| panic!("message not listed:\n{text}"));
+    assert!(message.contains("draft & publish"), "{message}");
+}

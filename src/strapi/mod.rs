@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod custom;
+pub mod layout;
 
 mod action;
 mod filter;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 pub use action::Action;
 pub use catalog::{Catalog, CatalogError, CatalogHandle, ContentType, Kind};
 pub use filter::ContentTypeFilter;
+pub use layout::StrapiLayout;
 pub use model::{Model, ModelConfig, ModelError};
 pub use payload::{Payload, PayloadError};
 
@@ -63,17 +65,17 @@ pub enum AccessTable {
     Roles,
     /// `up_permissions`
     Permissions,
-    /// `up_permissions_role_links`
+    /// `up_permissions_role_links` (Strapi 5: `up_permissions_role_lnk`)
     PermissionRoleLinks,
     /// `up_users`
     Users,
-    /// `up_users_role_links`
+    /// `up_users_role_links` (Strapi 5: `up_users_role_lnk`)
     UserRoleLinks,
     /// `strapi_api_tokens`
     ApiTokens,
     /// `strapi_api_token_permissions`
     ApiTokenPermissions,
-    /// `strapi_api_token_permissions_token_links`
+    /// `strapi_api_token_permissions_token_links` (Strapi 5: `…_token_lnk`)
     ApiTokenPermissionLinks,
 }
 
@@ -104,11 +106,22 @@ impl AccessTable {
         }
     }
 
-    /// The access table with this name.
+    /// The name Strapi 5 gives it: link tables end in `_lnk` instead of `_links`; the others
+    /// keep their names.
+    pub fn strapi5_table_name(self) -> &'static str {
+        match self {
+            AccessTable::PermissionRoleLinks => "up_permissions_role_lnk",
+            AccessTable::UserRoleLinks => "up_users_role_lnk",
+            AccessTable::ApiTokenPermissionLinks => "strapi_api_token_permissions_token_lnk",
+            other => other.table_name(),
+        }
+    }
+
+    /// The access table with this name, Strapi 4's or Strapi 5's.
     pub fn from_table_name(name: &str) -> Option<AccessTable> {
         AccessTable::ALL
             .into_iter()
-            .find(|t| t.table_name() == name)
+            .find(|t| t.table_name() == name || t.strapi5_table_name() == name)
     }
 }
 

@@ -218,6 +218,11 @@ impl Model {
                 catalog.replace(loaded);
             }
         }
+        match super::layout::detect(client, &cfg.schema).await {
+            Ok(Some(layout)) => tracing::info!(schema = %cfg.schema, "{layout}"),
+            Ok(None) => tracing::info!(schema = %cfg.schema, "no Strapi tables yet"),
+            Err(e) => sql_problem("reading which Strapi laid out the tables".to_owned(), e)?,
+        }
         let mut model = Model::new(cfg, catalog)?;
         model.seed_selected(client).await?;
         Ok(model)
