@@ -10,6 +10,11 @@
 //    routes. After each request it reads the slot: the row changes of the content tables, per
 //    transaction, in the text form pgoutput sends, next to the REST body the event's payload
 //    must equal.
+//
+// The fixtures carry the run's random secrets: after recording, copy JWT_SECRET,
+// API_TOKEN_SALT and the two API tokens from strapi5.sql's header into
+// tests/support/bridge.rs (…5 constants) and src/demo.rs (JWT_SECRET5, API_TOKEN_SALT5); the
+// tests check that they match.
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';

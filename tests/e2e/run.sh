@@ -330,6 +330,16 @@ else
   (cd "$WORK" && "$BRIDGE_BIN" setup --strapi-dir "$APP") > "$LOGS/bridge-setup.log" 2>&1 ||
     die "strapi-io-bridge setup failed"
 
+  if [[ $MAJOR = 5 ]]; then
+    step "bridge: check finds the Strapi 5 layout and refresh mode (config/plugins.js)"
+    (cd "$WORK" && "$BRIDGE_BIN" check --strapi-dir "$APP" --content-types '*') > "$LOGS/bridge-check.log" 2>&1 ||
+      die "strapi-io-bridge check failed: $(cat "$LOGS/bridge-check.log")"
+    grep -q "Strapi 5 layout" "$LOGS/bridge-check.log" || die "check did not report the Strapi 5 layout"
+    grep -q "jwt_management = refresh (jwtManagement in $APP/config/plugins.js)" "$LOGS/bridge-check.log" ||
+      die "check did not report jwt_management = refresh from config/plugins.js"
+    grep -E "Strapi 5 layout|jwt_management" "$LOGS/bridge-check.log" | sed 's/^/    /'
+  fi
+
   step "bridge: run, wait for /readyz"
   BRIDGE_PORT=$(free_port)
   (
