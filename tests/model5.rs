@@ -164,3 +164,67 @@ async fn check_on_a_strapi5_database_names_the_layout_and_the_jwt_mode() {
         .unwrap_or_else(|| panic!("message not listed:\n{text}"));
     assert!(message.contains("draft & publish"), "{message}");
 }
+
+#[tokio::test]
+async fn a_strapi5_schema_change_reloads_the_catalog_and_new_document_tables_emit() {
+    let db = StrapiDb::strapi5("").await;
+    let bridge = Bridge::start(db.config("content_types = \"*\"")).await;
+    let mut client = SioClient::connected(
+        bridge.addr,
+        json!({ "token": FULL_ACCESS_TOKEN5, "strategy": "apiToken" }),
+    )
+    .await;
+    marker(&db, 0).await;
+    client.marker(0).await;
+
+    // What Strapi 5 does on boot after a new attribute and a new draft & publish type: DDL
+    // (every content table gets document_id, published_at, locale), then the schema row.
+    db.sql(
+        "ALTER TABLE chats ADD COLUMN topic_line varchar(255); \
+         CREATE TABLE notes (id serial PRIMARY KEY, document_id varchar(255), body text, \
+           created_at timestamp(6), updated_at timestamp(6), published_at timestamp(6), \
+           created_by_id integer, updated_by_id integer, locale varchar(255)); \
+         UPDATE strapi_core_store_settings SET value = ( \
+           jsonb_set( \
+             jsonb_set(value::jsonb, '{api::chat.chat,attributes,topicLine}', '{\"type\":\"string\"}'), \
+             '{api::note.note}', \
+             '{\"kind\":\"collectionType\",\"collectionName\":\"notes\",\"uid\":\"api::note.note\", \
+               \"info\":{\"singularName\":\"note\",\"pluralName\":\"notes\",\"displayName\":\"Note\"}, \
+               \"options\":{\"draftAndPublish\":true},\"pluginOptions\":{}, \
+               \"attributes\":{\"body\":{\"type\":\"text\"},\"createdAt\":{\"type\":\"datetime\"}, \
+                 \"updatedAt\":{\"type\":\"datetime\"},\"publishedAt\":{\"type\":\"datetime\"}, \
+                 \"locale\":{\"type\":\"string\",\"private\":true}}}' \
+           ))::text \
+         WHERE key = 'strapi_content_types_schema'",
+    )
+    .await;
+    marker(&db, 1).await;
+    client.marker(1).await;
+
+    db.sql("INSERT INTO chats (id, document_id, name, topic_line, created_at, updated_at, published_at) \
+            VALUES (5, 'chat5', 'c', 'new attribute', now(), now(), now())")
+        .await;
+    let chat = client.event("chat:create").await;
+    assert_eq!(chat["data"]["topicLine"], "new attribute");
+    assert_eq!(chat["data"]["documentId"], "chat5");
+
+    // The new table was published by the bridge; a draft then its publish, as Strapi 5 writes them.
+    db.sql(
+        "INSERT INTO notes (document_id, body, created_at, updated_at, published_at) \
+            VALUES ('note1', 'first note', now(), now(), NULL)",
+    )
+    .await;
+    let note = client.event("note:create").await;
+    assert_eq!(note["data"]["body"], "first note");
+    assert_eq!(note["data"]["publishedAt"], Value::Null);
+    db.sql("BEGIN; UPDATE notes SET updated_at = now() WHERE document_id = 'note1'; \
+            INSERT INTO notes (document_id, body, created_at, updated_at, published_at) \
+              SELECT document_id, body, created_at, updated_at, now() FROM notes WHERE document_id = 'note1'; \
+            COMMIT")
+        .await;
+    let published = client.event("note:publish").await;
+    assert_eq!(published["data"]["documentId"], "note1");
+    assert!(published["data"]["publishedAt"].is_string(), "{published}");
+    assert!(published["data"].get("locale").is_none(), "{published}");
+    bridge.stop().await.unwrap();
+}

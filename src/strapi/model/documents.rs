@@ -293,3 +293,188 @@ fn decide(doc: Pending) -> Option<Decided> {
         layout,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::super::super::ContentType;
+    use super::*;
+    use crate::pgoutput::{Relation, RelationId, ReplicaIdentity};
+
+    /// A `messages`-like table: id, document_id, text, published_at, locale.
+    fn layout(draft_and_publish: bool, kind: Kind) -> Arc<Layout> {
+        let relation = Arc::new(Relation::described(
+            RelationId(1),
+            "public",
+            "messages",
+            ReplicaIdentity::Default,
+            &[
+                ("id", 23),
+                ("document_id", 1043),
+                ("text", 1043),
+                ("published_at", 1114),
+                ("locale", 1043),
+            ],
+        ));
+        Arc::new(Layout {
+            relation,
+            generation: 0,
+            ct: Arc::new(ContentType {
+                uid: "api::message.message".to_owned(),
+                table: "messages".to_owned(),
+                kind,
+                singular_name: "message".to_owned(),
+                plural_name: "messages".to_owned(),
+                draft_and_publish,
+                localized: false,
+                attributes: Vec::new(),
+            }),
+            id: Some(0),
+            published_at: draft_and_publish.then_some(3),
+            columns: Vec::new(),
+            document_id: Some(1),
+            locale: Some(4),
+        })
+    }
+
+    fn row(id: i64, doc: &str, published: bool) -> Tuple {
+        let t = |s: &str| Value::Text(Bytes::copy_from_slice(s.as_bytes()));
+        vec![
+            t(&id.to_string()),
+            t(doc),
+            t("text"),
+            if published {
+                t("2026-01-01 00:00:00")
+            } else {
+                Value::Null
+            },
+            Value::Null,
+        ]
+    }
+
+    fn key(id: i64) -> RowOp {
+        RowOp::Delete {
+            old: OldRow::Key(vec![Value::Text(Bytes::from(id.to_string()))]),
+        }
+    }
+
+    fn actions(d: &mut Documents) -> Vec<(Action, i64)> {
+        d.commit().into_iter().map(|e| (e.action, e.id)).collect()
+    }
+
+    #[test]
+    fn a_row_inserted_then_updated_in_one_transaction_is_a_create() {
+        let l = layout(true, Kind::Collection);
+        let mut d = Documents::default();
+        d.row(
+            l.clone(),
+            1,
+            RowOp::Insert {
+                new: row(1, "a", false),
+            },
+        );
+        d.row(
+            l,
+            1,
+            RowOp::Update {
+                old: None,
+                new: row(1, "a", false),
+            },
+        );
+        assert_eq!(actions(&mut d), [(Action::Create, 1)]);
+    }
+
+    #[test]
+    fn a_published_row_inserted_alone_is_a_publish_and_documents_keep_their_order() {
+        let l = layout(true, Kind::Collection);
+        let mut d = Documents::default();
+        d.row(
+            l.clone(),
+            7,
+            RowOp::Insert {
+                new: row(7, "b", true),
+            },
+        );
+        d.row(
+            l,
+            8,
+            RowOp::Insert {
+                new: row(8, "c", false),
+            },
+        );
+        assert_eq!(actions(&mut d), [(Action::Publish, 7), (Action::Create, 8)]);
+    }
+
+    #[test]
+    fn key_only_deletes_use_the_cache_and_an_unknown_row_is_a_bare_delete() {
+        let l = layout(true, Kind::Single);
+        let mut d = Documents::default();
+        d.cache.insert("messages".to_owned(), HashMap::new());
+        // Create (draft + published): the cache learns both rows.
+        d.row(
+            l.clone(),
+            1,
+            RowOp::Insert {
+                new: row(1, "h", false),
+            },
+        );
+        d.row(
+            l.clone(),
+            2,
+            RowOp::Insert {
+                new: row(2, "h", true),
+            },
+        );
+        assert_eq!(actions(&mut d), [(Action::CreateOrUpdate, 2)]);
+        // The published row's key alone: an unpublish of document h.
+        d.row(l.clone(), 2, key(2));
+        let e = d.commit();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].action.clone(), e[0].unpublished),
+            (Action::Unpublish, true)
+        );
+        assert_eq!(e[0].document_id.as_deref(), Some("h"));
+        assert!(e[0].tuple.is_none());
+        // The draft's key: every row gone.
+        d.row(l.clone(), 1, key(1));
+        assert_eq!(actions(&mut d), [(Action::Delete, 1)]);
+        // A row the cache never saw: its id is all there is.
+        d.row(l, 99, key(99));
+        let e = d.commit();
+        assert_eq!((e[0].action.clone(), e[0].id), (Action::Delete, 99));
+        assert!(e[0].document_id.is_none());
+    }
+
+    #[test]
+    fn without_draft_and_publish_rows_map_directly() {
+        let l = layout(false, Kind::Collection);
+        let mut d = Documents::default();
+        d.row(
+            l.clone(),
+            3,
+            RowOp::Insert {
+                new: row(3, "x", true),
+            },
+        );
+        assert_eq!(actions(&mut d), [(Action::Create, 3)]);
+        d.row(
+            l.clone(),
+            3,
+            RowOp::Update {
+                old: None,
+                new: row(3, "x", true),
+            },
+        );
+        assert_eq!(actions(&mut d), [(Action::Update, 3)]);
+        d.row(
+            l,
+            3,
+            RowOp::Delete {
+                old: OldRow::Full(row(3, "x", true)),
+            },
+        );
+        assert_eq!(actions(&mut d), [(Action::Delete, 3)]);
+    }
+}
