@@ -27,3 +27,5 @@ mod access;
 mod model5;
 // Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.
 mod access5;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;
