@@ -228,3 +228,60 @@ async fn a_strapi5_schema_change_reloads_the_catalog_and_new_document_tables_emi
     assert!(published["data"].get("locale").is_none(), "{published}");
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_draft_edit_under_the_default_identity_reads_unchanged_toasted_values_back() {
+    let db = StrapiDb::strapi5("").await;
+    db.sql(
+        "INSERT INTO messages (id, document_id, text, rich, created_at, updated_at, published_at) \
+         VALUES (9, 'doc9', 'seeded draft', \
+           (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 400)), \
+           now(), now(), NULL); \
+         ALTER TABLE messages REPLICA IDENTITY DEFAULT",
+    )
+    .await;
+    let bridge = Bridge::start(db.config("content_types = \"*\"")).await;
+    let mut client = SioClient::connected(
+        bridge.addr,
+        json!({ "token": FULL_ACCESS_TOKEN5, "strategy": "apiToken" }),
+    )
+    .await;
+    marker(&db, 0).await;
+    client.marker(0).await;
+    let rich: String = db
+        .db
+        .client()
+        .await
+        .query_one("SELECT rich FROM messages WHERE id = 9", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rich.len() > 8000, "rich is big enough to be TOASTed");
+
+    // A `?status=draft` edit: PostgreSQL sends `rich` as unchanged TOAST; the payload has it.
+    db.sql("UPDATE messages SET text = 'edited', updated_at = now() WHERE id = 9")
+        .await;
+    let updated = client.event("message:update").await;
+    assert_eq!(updated["data"]["text"], "edited");
+    assert_eq!(updated["data"]["rich"], rich);
+    // Then a publish (the draft updated, a published copy inserted): the seeded id → document
+    // copy and the stream agree.
+    db.sql(
+        "BEGIN; UPDATE messages SET updated_at = now() WHERE id = 9; \
+         INSERT INTO messages (id, document_id, text, rich, created_at, updated_at, published_at) \
+           SELECT 10, document_id, text, rich, created_at, updated_at, now() FROM messages WHERE id = 9; \
+         COMMIT",
+    )
+    .await;
+    let published = client.event("message:publish").await;
+    assert_eq!(published["data"]["id"], 10);
+    assert_eq!(published["data"]["rich"], rich);
+    // Only the published row's key is logged: the copy says it was doc9's published row.
+    db.sql("DELETE FROM messages WHERE id = 10").await;
+    let unpublished = client.event("message:unpublish").await;
+    assert_eq!(
+        unpublished,
+        json!({"data": {"id": 10, "documentId": "doc9", "publishedAt": null}, "meta": {}})
+    );
+    bridge.stop().await.unwrap();
+}
