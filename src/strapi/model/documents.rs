@@ -133,9 +133,9 @@ impl Documents {
         !self.pending.is_empty()
     }
 
-    /// Records one row change of a Strapi 5 content table (`layout.document_id` is set).
-    /// Returns `false` when the row has no usable id (the caller logs it).
-    pub fn row(&mut self, layout: Arc<Layout>, id: i64, op: RowOp) -> bool {
+    /// Records one row change (row `id`) of a Strapi 5 content table (`layout.document_id`
+    /// is set); the caller has read the id.
+    pub fn row(&mut self, layout: Arc<Layout>, id: i64, op: RowOp) {
         let table = layout.relation.name.clone();
         let (doc, before, after, tuple, old) = match op {
             RowOp::Insert { new } => (self.document_of(&layout, &new), false, true, new, None),
@@ -207,7 +207,6 @@ impl Documents {
                 old,
             }),
         }
-        true
     }
 
     /// The document a full row belongs to.
