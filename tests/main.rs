@@ -27,5 +27,8 @@ mod access;
 mod model5;
 // Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.
 mod access5;
+// Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
+// and that every tests/*.rs is compiled.
+mod limits;
 // What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
 mod privacy;
