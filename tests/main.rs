@@ -23,6 +23,10 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// Strapi 5: recorded requests replayed, one event per document, REST-shaped payloads.
+mod model5;
+// Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.
+mod access5;
 // Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
 // and that every tests/*.rs is compiled.
 mod limits;

@@ -60,6 +60,7 @@ fn access_config() -> AccessConfig {
         public_role_name: "Public".to_owned(),
         permission_mode: PermissionMode::Read,
         jwt_secret: Some(Secret::new(JWT_SECRET)),
+        jwt_management: Default::default(),
         api_token_salt: Some(Secret::new(TOKEN_SALT)),
     }
 }
