@@ -12,6 +12,7 @@
 //! - [`pgoutput`]: pure decoding of pgoutput messages.
 //! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
+//! - [`delivery`]: offsets, the replay buffer and sockets behind the live stream.
 //! - [`io`]: the Socket.IO server, handshake and emit.
 //! - [`pipeline`]: wires the stages; [`startup`]: loading at one snapshot, the replay filter; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
 //!   around them; [`cluster`]: throwaway PostgreSQL clusters for `demo` and the tests.
@@ -21,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod health;
 pub mod io;

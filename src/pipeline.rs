@@ -3,15 +3,18 @@
 //! ```text
 //! replication ──mpsc<Replicated>──▶ process: pgoutput::Decoder → strapi::Model → access::Access → io::Emitter
 //!      ▲                                                                                   │
-//!      └──────────────────── watch<Progress> (end LSN of transactions handed on) ◀─────────┘
+//!      └──────── watch<Progress> (end LSN handed on, what the replay buffer keeps) ◀────────┘
 //! ```
 //!
 //! The replication client reads from PostgreSQL into a bounded channel (a slow emitter fills
 //! it, reading stops, PostgreSQL keeps the WAL). One task runs decode → model → authorize →
 //! emit for each message in stream order, so an access change applies before the next event,
-//! and reports back the end LSN of every transaction whose events were handed to Socket.IO:
-//! only that is confirmed to PostgreSQL. Shutdown stops reading first, lets this task drain the
-//! channel, then confirms and closes.
+//! and reports back the end LSN of every transaction whose events were handed to Socket.IO,
+//! and how far back the replay buffer reaches: confirmed to PostgreSQL is the older of the two,
+//! so the slot keeps the replay window's WAL and a restart rebuilds the buffer from it (sockets
+//! wait for that). Each event gets its offset here (commit LSN, position in the transaction);
+//! transactions a new replication session sends again are skipped. Shutdown stops reading
+//! first, lets this task drain the channel, then confirms and closes.
 
 use std::time::Duration;
 
@@ -23,8 +26,10 @@ use tracing::{error, info, warn};
 
 use crate::access::{Access, Outgoing, Recheck};
 use crate::config::Config;
+use crate::delivery::{Entry, Offset, Target};
 use crate::health::Health;
 use crate::io::{self, Emitter, IoOptions};
+use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
@@ -50,6 +55,7 @@ pub async fn run(
     let health = Health::new();
     let metrics = Metrics::new();
     let catalog = CatalogHandle::with_private_attributes(cfg.strapi.private_attributes.clone());
+
     // Nothing loaded yet: handshakes are told to come back, `/readyz` says what it waits for,
     // `/healthz` answers from the start.
     let access = Access::unloaded();
@@ -60,12 +66,20 @@ pub async fn run(
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
             limits: cfg.limits.clone(),
+            delivery: cfg.delivery,
+            wal_emit: Some(io::WalEmit {
+                database: cfg.database.clone(),
+                prefix: cfg.message_prefix.clone(),
+                allow_data_actions: cfg.allow_data_actions,
+            }),
         },
         access.handle(),
         catalog.clone(),
         health.clone(),
         metrics,
     );
+    // Handshakes wait until the replay buffer is rebuilt from the slot (see `CaughtUp`).
+    emitter.replay_rebuilding();
     let local = listener.local_addr().ok();
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(io::serve(
@@ -77,6 +91,7 @@ pub async fn run(
     if let Some(addr) = local {
         info!(%addr, path = %cfg.io.path, "Socket.IO listening");
     }
+
     let expiries = tokio::spawn(emitter.clone().watch_expiries(server_stop.clone()));
 
     let result = stream(&cfg, catalog, access, &emitter, &health, &shutdown).await;
@@ -128,16 +143,18 @@ async fn stream(
             .context("replication task panicked")
             .and_then(|r: Result<(), replication::ReplicationError>| r.map_err(anyhow::Error::from))
     };
+    let mut first_session = None;
     let loaded = match preloaded {
         Some(loaded) => loaded,
         None => {
             // The first session has started: the slot exists (created if it was missing), so
             // the stream covers everything after its position and the snapshot read now is at
             // or after it; what it already contains is skipped in the replay.
-            if rx.recv().await.is_none() {
+            let Some(first) = rx.recv().await else {
                 // Replication ended before streaming: shut down, or a fatal error.
                 return joined(replication).await;
-            }
+            };
+            first_session = Some(first);
             match startup::load_with_retry(cfg, &catalog, health, &stop).await {
                 Ok(Some(loaded)) => loaded,
                 Ok(None) => {
@@ -165,15 +182,16 @@ async fn stream(
         state: Progress::default(),
         recheck: Recheck::default(),
         outputs: Vec::new(),
+        stream: StreamPosition::default(),
+        shutdown: stop.clone(),
+        max_event_bytes: cfg.io.max_event_bytes,
         cfg: cfg.clone(),
         catalog,
-        shutdown: stop.clone(),
         replay: ReplayFilter::default(),
         replayed: false,
-        max_event_bytes: cfg.io.max_event_bytes,
     };
     processor.install(loaded.access, loaded.replay);
-    let processed = processor.run(rx).await;
+    let processed = processor.run(first_session, rx).await;
     if processed.is_err() {
         stop.cancel();
     }
@@ -203,18 +221,90 @@ struct Processor {
     /// For reloads.
     cfg: Config,
     catalog: CatalogHandle,
-    shutdown: CancellationToken,
     /// Which replayed transactions the loaded state already contains.
     replay: ReplayFilter,
     /// The current transaction is one of those: its access and schema rows are skipped.
     replayed: bool,
+    stream: StreamPosition,
+    shutdown: CancellationToken,
     /// `[io] max_event_bytes`: larger data events go out with the id only.
     max_event_bytes: usize,
 }
 
+/// Where the processing task is in the stream: what gives each event its offset, and what was
+/// already handled (a new replication session resends what is not confirmed, and the
+/// confirmed position trails by the replay window, so that is skipped).
+#[derive(Debug, Default)]
+struct StreamPosition {
+    /// Commit LSN of the current transaction (or LSN of a non-transactional message).
+    lsn: Lsn,
+    /// Events of the current transaction so far: the next event's position in it.
+    seq: u32,
+    /// Commit time of the current transaction (Unix µs), which the replay window counts from.
+    at_micros: i64,
+    /// The last transaction (commit LSN) or non-transactional message fully handled.
+    done: Lsn,
+    /// The current transaction was handled in an earlier session: skip it.
+    skipping: bool,
+}
+
+/// How a change that failed for a reason reconnecting may cure is retried: first after this
+/// long, doubling up to [`RETRY_MAX`]. The pipeline holds meanwhile (nothing later is emitted
+/// or confirmed), so the change is never skipped for a lost connection.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Sockets wait at most this long at start for the replay buffer to be rebuilt (PostgreSQL
+/// unreachable, or a window too large to decode in time), well within the client's connect
+/// timeout.
+const REBUILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// How often the replay buffer is trimmed and the position to confirm updated while the
+/// stream is idle.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 impl Processor {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Replicated>) -> anyhow::Result<()> {
-        while let Some(item) = rx.recv().await {
+    /// Processes the stream; `first` is a session marker already taken from `rx` (the load
+    /// waited for it), handled first.
+    async fn run(
+        &mut self,
+        mut first: Option<Replicated>,
+        mut rx: mpsc::Receiver<Replicated>,
+    ) -> anyhow::Result<()> {
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        let mut rebuild_started = Some(std::time::Instant::now());
+        loop {
+            let item = if let Some(first) = first.take() {
+                // Loaded after it: no reload for this one.
+                if let Replicated::Session { start, .. } = first {
+                    Some(Replicated::Session {
+                        start,
+                        created: false,
+                        discontinuity: None,
+                    })
+                } else {
+                    Some(first)
+                }
+            } else {
+                tokio::select! {
+                item = rx.recv() => item,
+                _ = trim.tick() => {
+                    if rebuild_started.is_some_and(|t| t.elapsed() >= REBUILD_LIMIT) {
+                        rebuild_started = None;
+                        warn!(
+                            "the replay buffer is not rebuilt after {REBUILD_LIMIT:?}; accepting \
+                             connections anyway (a client may see an event twice)"
+                        );
+                        self.emitter.replay_ready();
+                    }
+                    self.update_progress();
+                    continue;
+                }
+                }
+            };
+            let Some(item) = item else {
+                break;
+            };
             match item {
                 Replicated::Session {
                     start,
@@ -222,10 +312,14 @@ impl Processor {
                     discontinuity,
                 } => {
                     // A new session resends every transaction not yet confirmed; anything of an
-                    // unfinished transaction from the old one is void.
+                    // unfinished transaction from the old one is void, and what was handled in
+                    // an earlier session is skipped.
                     info!(%start, "replication session started");
                     self.decoder = Decoder::new();
                     self.state.in_transaction = false;
+                    self.stream.skipping = false;
+                    self.state.flushed = self.state.flushed.max(start);
+                    self.emitter.streaming_from(start);
                     self.replayed = false;
                     if created || discontinuity.is_some() {
                         self.reload().await?;
@@ -238,10 +332,31 @@ impl Processor {
                     }
                     self.state.handed += count;
                 }
+                Replicated::CaughtUp => {
+                    if let Some(started) = rebuild_started.take() {
+                        let (events, bytes, _) = self.emitter.replay_stats();
+                        self.health
+                            .set_replay_rebuilt(started.elapsed(), events as u64);
+                        info!(
+                            events,
+                            bytes,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "replay buffer rebuilt from the slot; accepting connections"
+                        );
+                        self.emitter.replay_ready();
+                    }
+                }
             }
-            self.progress.send_replace(self.state);
+            self.update_progress();
         }
         Ok(())
+    }
+
+    /// Reports progress: what was handed on, and what the replay buffer still needs kept.
+    fn update_progress(&mut self) {
+        self.state.keep = self.emitter.replay_keep_from().unwrap_or(Lsn::ZERO);
+        self.health.set_handed_lsn(self.state.flushed);
+        self.progress.send_replace(self.state);
     }
 
     async fn handle(&mut self, payload: bytes::Bytes, lsn: crate::lsn::Lsn) {
@@ -255,10 +370,16 @@ impl Processor {
         };
         match &change {
             Change::Begin {
-                xid, commit_lsn, ..
+                xid,
+                commit_lsn,
+                commit_time,
             } => {
                 self.state.in_transaction = true;
                 self.replayed = self.replay.contains(*xid, *commit_lsn);
+                self.stream.skipping = *commit_lsn <= self.stream.done;
+                self.stream.lsn = *commit_lsn;
+                self.stream.seq = 0;
+                self.stream.at_micros = commit_time.unix_micros();
             }
             Change::Commit { .. } => self.state.in_transaction = false,
             Change::Row { relation, .. }
@@ -269,20 +390,97 @@ impl Processor {
                 // The loaded catalog and settings are newer than this row.
                 return;
             }
+            Change::Message(m) if !m.transactional => {
+                if m.lsn <= self.stream.done {
+                    return;
+                }
+                self.stream.lsn = m.lsn;
+                self.stream.seq = 0;
+                self.stream.at_micros = crate::delivery::now_micros();
+            }
             _ => {}
         }
-        self.ensure_client().await;
-        let mut outputs = std::mem::take(&mut self.outputs);
-        if let Err(e) = self.model.handle(&self.client, change, &mut outputs).await {
-            error!(%lsn, error = %e, "could not build events for a change; skipping it");
+        if self.stream.skipping {
+            if let Change::Commit { end_lsn, .. } = &change {
+                self.stream.skipping = false;
+                self.state.flushed = self.state.flushed.max(*end_lsn);
+            }
+            return;
         }
-        for output in outputs.drain(..) {
-            self.output(output).await;
+        let done = match &change {
+            Change::Commit { .. } => Some(self.stream.lsn),
+            Change::Message(m) if !m.transactional => Some(m.lsn),
+            _ => None,
+        };
+        let mut delay = RETRY_FIRST;
+        loop {
+            self.ensure_client().await;
+            let mut outputs = std::mem::take(&mut self.outputs);
+            outputs.clear();
+            match self
+                .model
+                .handle(&self.client, change.clone(), &mut outputs)
+                .await
+            {
+                Ok(()) => {
+                    for output in outputs.drain(..) {
+                        self.output(output);
+                    }
+                    self.outputs = outputs;
+                    break;
+                }
+                Err(e) if e.is_retryable() && !self.shutdown.is_cancelled() => {
+                    self.outputs = outputs;
+                    // Never skipped (its transaction would be confirmed without it): the
+                    // pipeline holds until the database answers again.
+                    warn!(%lsn, error = %e, retry_in = ?delay, "could not build events for a change; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    self.outputs = outputs;
+                    error!(%lsn, error = %e, "could not build events for a change; skipping it");
+                    break;
+                }
+            }
         }
-        self.outputs = outputs;
+        if let Some(done) = done {
+            self.stream.done = self.stream.done.max(done);
+        }
     }
 
-    async fn output(&mut self, output: ModelOutput) {
+    /// The next event's offset in the stream.
+    fn next_offset(&mut self) -> Offset {
+        let offset = Offset::new(self.stream.lsn, self.stream.seq);
+        self.stream.seq = self.stream.seq.saturating_add(1);
+        offset
+    }
+
+    /// A stream event as the delivery stage keeps it.
+    fn entry(
+        &mut self,
+        offset: Offset,
+        event: String,
+        payload: crate::strapi::Payload,
+        target: Target,
+        rule: Option<(String, crate::strapi::Action)>,
+    ) -> Entry {
+        Entry {
+            offset,
+            offset_text: offset.to_string(),
+            event,
+            payload,
+            target,
+            rule,
+            keep_from: self.state.flushed,
+            at_micros: self.stream.at_micros,
+        }
+    }
+
+    fn output(&mut self, output: ModelOutput) {
         match output {
             // The loaded tables already contain this transaction's rows, and newer ones.
             ModelOutput::Access(_) if self.replayed => {}
@@ -291,26 +489,43 @@ impl Processor {
                 self.recheck.merge(recheck);
             }
             ModelOutput::Event(event) => {
-                self.flush_access_change().await;
+                self.flush_access_change();
+                // Every event takes a position, emitted or not, so offsets stay the same
+                // whatever the permissions were when it was (re)read.
+                let offset = self.next_offset();
+                let rule = (event.content_type.uid.clone(), event.action.clone());
                 let Some(event) = strapi::limit_event(event, self.max_event_bytes) else {
                     return;
                 };
                 if let Some(delivery) = self.access.authorize(event) {
-                    self.emitter.send(Outgoing::Deliver(delivery)).await;
+                    let entry = self.entry(
+                        offset,
+                        delivery.event,
+                        delivery.payload,
+                        Target::Rooms(delivery.rooms),
+                        Some(rule),
+                    );
+                    self.emitter.publish(entry);
                 }
             }
             ModelOutput::Raw(raw) => {
-                self.flush_access_change().await;
+                self.flush_access_change();
+                let offset = self.next_offset();
                 if !strapi::limit_raw(&raw, self.max_event_bytes) {
                     return;
                 }
-                self.emitter.send(Outgoing::Raw(raw)).await;
+                let target = match raw.rooms {
+                    None => Target::Everyone,
+                    Some(rooms) => Target::Rooms(rooms.into()),
+                };
+                let entry = self.entry(offset, raw.event, raw.data, target, None);
+                self.emitter.publish(entry);
             }
             ModelOutput::Commit {
                 end_lsn,
                 commit_time,
             } => {
-                self.flush_access_change().await;
+                self.flush_access_change();
                 self.state.flushed = self.state.flushed.max(end_lsn);
                 self.health.set_last_commit(commit_time.unix_micros());
             }
@@ -319,10 +534,10 @@ impl Processor {
 
     /// Sockets are re-checked once per run of access changes, before the next event goes out,
     /// and only those the changes can affect.
-    async fn flush_access_change(&mut self) {
+    fn flush_access_change(&mut self) {
         let recheck = std::mem::take(&mut self.recheck);
         if !recheck.is_empty() {
-            self.emitter.send(Outgoing::AccessChanged(recheck)).await;
+            self.emitter.send(Outgoing::AccessChanged(recheck));
         }
     }
 
@@ -350,7 +565,7 @@ impl Processor {
         self.model = loaded.model;
         self.install(loaded.access, loaded.replay);
         self.recheck = Recheck::everything();
-        self.flush_access_change().await;
+        self.flush_access_change();
         Ok(())
     }
 

@@ -143,6 +143,7 @@ pub(super) fn authenticate<A: Adapter>(
             return Err(e);
         }
     };
+    super::emit::catch_up_from(shared, socket, auth);
     socket.join(socket.id.to_string());
     socket.join(principal.rooms.clone());
     shared.expiries.note(principal.expires_at);
@@ -182,6 +183,7 @@ pub(super) fn connected<A: Adapter>(shared: &Arc<Shared>, socket: SocketRef<A>) 
     if shared.access_epoch.load(Ordering::SeqCst) != session.epoch {
         recheck(shared, socket.clone());
     }
+    super::emit::start_catch_up(shared, &socket);
     events::on_connection(shared, &socket);
 }
 

@@ -61,11 +61,15 @@ impl Feedback {
     }
 
     /// The position to report now: never above what the server reported in this session
-    /// (the pipeline's position may still be the old session's).
+    /// (the pipeline's position may still be the old session's), never past what the replay
+    /// buffer needs kept.
     pub(super) fn flush_position(&self, progress: &Progress) -> Lsn {
         let mut position = progress.flushed.min(self.server_end);
         if self.idle(progress) {
             position = position.max(self.server_end);
+        }
+        if progress.keep > Lsn::ZERO {
+            position = position.min(progress.keep);
         }
         position.max(self.confirmed)
     }
@@ -95,7 +99,20 @@ mod tests {
             flushed: Lsn(flushed),
             handed,
             in_transaction,
+            keep: Lsn::ZERO,
         }
+    }
+
+    #[test]
+    fn the_replay_buffer_holds_confirmation_back() {
+        let mut f = Feedback::new(Lsn(100));
+        f.handed(10, Lsn(900));
+        let mut p = progress(500, 10, false);
+        p.keep = Lsn(300);
+        assert_eq!(f.flush_position(&p), Lsn(300));
+        // Never backwards, even if the buffer asks for less than was confirmed.
+        f.confirmed(Lsn(400));
+        assert_eq!(f.flush_position(&p), Lsn(400));
     }
 
     #[test]
