@@ -172,7 +172,13 @@ async fn a_revoked_socket_with_a_full_send_buffer_leaves_its_rooms_at_once() {
     }
     marker(&db, 1).await;
     public.marker(1).await;
-    assert!(metric(&bridge, "strapi_io_events_dropped_total").await >= Some(1.0));
+    // Bob's socket is full: its messages were dropped, or it fell behind the live stream.
+    let dropped = metric(&bridge, "strapi_io_events_dropped_total").await;
+    let behind = metric(&bridge, "strapi_io_sockets_fell_behind").await;
+    assert!(
+        dropped >= Some(1.0) || behind >= Some(1.0),
+        "dropped {dropped:?}, fell behind {behind:?}"
+    );
 
     // Bob is blocked while his buffer is full: the DISCONNECT cannot be queued.
     db.sql("UPDATE up_users SET blocked = true WHERE id = 3")
