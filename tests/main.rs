@@ -23,3 +23,5 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// Per PostgreSQL version and service: check facts, a managed-style role, failover, standbys.
+mod pgserver;
