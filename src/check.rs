@@ -572,8 +572,8 @@ pub fn wal_level_fix(service: Option<Service>) -> String {
 fn setting_fix(service: Option<Service>, name: &str, value: &str) -> String {
     match service {
         Some(s) => format!(
-            "set {name} = {value} in the {} console's server parameters / flags \
-             (ALTER SYSTEM is refused there)",
+            "set {name} = {value} in the {} console (server parameters, parameter group or \
+             flags)",
             s.name()
         ),
         None => format!(

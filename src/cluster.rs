@@ -642,8 +642,11 @@ impl Cluster {
             "host"
         };
         let method = options.tcp_auth.method();
+        // `replication` lines match physical replication only: a standby made with
+        // `copy_as_standby` streams over the Unix socket.
         let hba = format!(
             "local all all trust\n\
+             local replication all trust\n\
              {kind} all all 127.0.0.1/32 {method}\n\
              {kind} all all ::1/128 {method}\n"
         );

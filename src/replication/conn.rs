@@ -92,6 +92,7 @@ impl Conn {
         target: &str,
     ) -> Result<Conn, ReplicationError> {
         let mut last_error = None;
+        let mut fatal = None;
         for (host, port) in candidates(db) {
             let host_target = host_target(db, &host, port);
             let attempt = async {
@@ -111,19 +112,28 @@ impl Conn {
                 Ok::<Conn, ReplicationError>(conn)
             }
             .await;
+            // Any failure moves on to the next host, as libpq does: a standby that has not
+            // yet replayed the database's creation refuses what the primary accepts.
             match attempt {
                 Ok(conn) => return Ok(conn),
-                Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) => {
                     tracing::debug!(host = %host_target, error = %e, "host not usable; trying the next");
-                    last_error = Some(e);
+                    if !e.is_retryable() && fatal.is_none() {
+                        fatal = Some(e);
+                    } else {
+                        last_error = Some(e);
+                    }
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| ReplicationError::Connect {
-            target: target.to_owned(),
-            message: "no host configured".to_owned(),
-        }))
+        // A configuration problem (wrong password, missing database) says more than a host
+        // that was down.
+        Err(fatal
+            .or(last_error)
+            .unwrap_or_else(|| ReplicationError::Connect {
+                target: target.to_owned(),
+                message: "no host configured".to_owned(),
+            }))
     }
 
     /// `target_session_attrs`: `read-write` refuses a read-only session (a standby, also

@@ -74,17 +74,7 @@ impl<'a> StrapiDb<'a> {
     /// A bridge configuration for this database: `extra_toml` is a config.toml fragment; the
     /// database, slot and publication are this database's, the secrets the fixture's.
     pub fn config(&self, extra_toml: &str) -> Config {
-        let file = RawConfig::parse(extra_toml, Path::new("test.toml")).expect("test config");
-        let mut env = std::collections::HashMap::new();
-        env.insert("JWT_SECRET".to_owned(), JWT_SECRET.to_owned());
-        env.insert("API_TOKEN_SALT".to_owned(), API_TOKEN_SALT.to_owned());
-        let mut cfg = Config::resolve(&Sources {
-            env: EnvVars::new(env, "the test"),
-            file,
-            file_path: "test.toml".into(),
-            ..Sources::default()
-        })
-        .expect("test config resolves");
+        let mut cfg = config_with(extra_toml);
         cfg.database = self.db.config();
         cfg
     }
@@ -98,6 +88,22 @@ impl<'a> StrapiDb<'a> {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+}
+
+/// A bridge configuration from a config.toml fragment with the fixture's secrets; its database
+/// is the default one (callers set `database`).
+pub fn config_with(extra_toml: &str) -> Config {
+    let file = RawConfig::parse(extra_toml, Path::new("test.toml")).expect("test config");
+    let mut env = std::collections::HashMap::new();
+    env.insert("JWT_SECRET".to_owned(), JWT_SECRET.to_owned());
+    env.insert("API_TOKEN_SALT".to_owned(), API_TOKEN_SALT.to_owned());
+    Config::resolve(&Sources {
+        env: EnvVars::new(env, "the test"),
+        file,
+        file_path: "test.toml".into(),
+        ..Sources::default()
+    })
+    .expect("test config resolves")
 }
 
 /// A running bridge.

@@ -403,6 +403,17 @@ impl<'a> TestDb<'a> {
     }
 }
 
+impl TestDb<'_> {
+    /// Drops `role` with the database (for roles created by other means than
+    /// [`create_role`](Self::create_role)).
+    pub fn drop_role_later(&self, role: &str) {
+        self.roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(role.to_owned());
+    }
+}
+
 impl Drop for TestDb<'_> {
     fn drop(&mut self) {
         let name = &self.name;
