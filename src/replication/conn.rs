@@ -667,6 +667,67 @@ mod tests {
     }
 
     #[test]
+    fn every_host_is_tried_in_order_and_named_on_its_own() {
+        let db = DatabaseConfig::from_url(
+            "postgres://bridge:pw@db1:5433,db2/strapi?target_session_attrs=read-write",
+            "test",
+        )
+        .unwrap();
+        let hosts = candidates(&db);
+        assert_eq!(hosts.len(), 2);
+        let targets: Vec<String> = hosts.iter().map(|(h, p)| host_target(&db, h, *p)).collect();
+        assert_eq!(
+            targets,
+            ["bridge@db1:5433/strapi", "bridge@db2:5432/strapi"]
+        );
+        assert_eq!(
+            db.pg.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        let single = DatabaseConfig::from_url("postgres://bridge@db1/strapi", "test").unwrap();
+        assert_eq!(
+            candidates(&single)
+                .iter()
+                .map(|(h, p)| host_target(&single, h, *p))
+                .collect::<Vec<_>>(),
+            ["bridge@db1:5432/strapi"]
+        );
+    }
+
+    #[test]
+    fn an_invalidated_slot_is_fatal() {
+        let e = classify(
+            ServerError {
+                detail: Some(
+                    "This slot has been invalidated because it exceeded the maximum reserved size."
+                        .into(),
+                ),
+                ..err(
+                    "55000",
+                    "cannot read from logical replication slot \"strapi_io\"",
+                )
+            },
+            &db(),
+        );
+        assert!(
+            matches!(e, ReplicationError::SlotInvalidated { .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
+        let e = classify(
+            err(
+                "55000",
+                "can no longer get changes from replication slot \"strapi_io\"",
+            ),
+            &db(),
+        );
+        assert!(
+            matches!(e, ReplicationError::SlotInvalidated { .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn login_errors_are_fatal_with_hints() {
         let auth = classify_startup(
             err(
