@@ -458,3 +458,91 @@ async fn the_bridge_reads_from_a_standby() {
     let standby_line = finding(&report, "this server is a standby");
     assert_eq!(standby_line.level, Level::Ok, "{standby_line}");
 }
+
+/// Log lines written while a [`LogCapture`] is the thread's subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_promotion_without_a_synchronised_slot_is_reported_as_an_error() {
+    // The bridge's tasks run on this test's single thread, so a thread-local subscriber sees
+    // their logs.
+    let logs = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // A standby that does not synchronise slots: what every version before 17 has.
+    let (primary, standby) = primary_and_standby("", "");
+    let strapi = StrapiDb::on(&primary, EMPTY_CONTENT).await;
+    let db = &strapi.db;
+    caught_up(&primary, &standby).await;
+    let url = format!(
+        "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{},127.0.0.1:{}/{}\
+         ?sslmode=disable&target_session_attrs=read-write",
+        primary.port(),
+        standby.port(),
+        db.name()
+    );
+    let bridge = Bridge::start(config_for(db, &url)).await;
+    let mut client = reader(&bridge).await;
+    strapi.sql(&insert_messages(1..=3)).await;
+    assert_eq!(
+        created_ids(&mut client, 3, DEFAULT_TIMEOUT).await,
+        vec![1, 2, 3]
+    );
+    caught_up(&primary, &standby).await;
+
+    primary.stop();
+    standby.promote();
+    wait::until(
+        "the bridge to report the lost slot",
+        FAILOVER_TIMEOUT,
+        || {
+            let text = logs.text();
+            async move { text.contains("the replication slot was missing on this server") }
+        },
+    )
+    .await;
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("the replication slot was missing"))
+        .unwrap_or_default();
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", standby.port())),
+        "the log names the host it reached: {line}"
+    );
+    // It goes on from the new slot.
+    standby.psql(db.name(), &insert_messages(4..=5));
+    assert_eq!(
+        created_ids(&mut client, 2, FAILOVER_TIMEOUT).await,
+        vec![4, 5]
+    );
+    bridge.stop().await.unwrap();
+}
