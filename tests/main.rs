@@ -25,3 +25,5 @@ mod first_run;
 mod access;
 // Per PostgreSQL version and service: check facts, a managed-style role, failover, standbys.
 mod pgserver;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;
