@@ -26,14 +26,16 @@ filters_for() {
 }
 
 cargo test --locked --test main --no-run >/dev/null 2>&1 || cargo test --locked --test main --no-run
+# Fetched first, so that a failure to fetch fails the run (set -e) instead of running nothing.
+versions=$(.ci/pg-binaries "${majors[@]}")
 summary=()
 status=0
 while read -r major bin; do
   started=$(date +%s)
   log=$(mktemp)
-  # shellcheck disable=SC2046 # the filters are separate words
   # The tests mostly wait on PostgreSQL (restarts, reconnects, promotions), so four at a time
   # halve the wall time on two cores; their deadlines are generous for a loaded machine.
+  # shellcheck disable=SC2046 # the filters are separate words
   if PG_BIN=$bin cargo test --locked --test main -- --test-threads "${PG_MATRIX_THREADS:-4}" \
       $(filters_for "$major") 2>&1 | tee "$log"; then
     result=ok
@@ -42,9 +44,10 @@ while read -r major bin; do
     status=1
   fi
   line=$(grep -E '^test result:' "$log" | tail -n 1)
-  summary+=("PostgreSQL $major ($("$bin/postgres" --version | awk '{print $3}')): $result, ${line#test result: }, $(( $(date +%s) - started )) s wall")
+  line=${line#test result: }
+  summary+=("PostgreSQL $major ($("$bin/postgres" --version | awk '{print $3}')): ${line:-$result (no test result)}; $(( $(date +%s) - started )) s wall")
   rm -f "$log"
-done < <(.ci/pg-binaries "${majors[@]}")
+done <<< "$versions"
 
 printf '\n==> PostgreSQL version matrix\n'
 printf '%s\n' "${summary[@]}"
