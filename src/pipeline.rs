@@ -60,6 +60,7 @@ pub async fn run(
             io: cfg.io.clone(),
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
+            limits: cfg.limits.clone(),
         },
         access.handle(),
         catalog,

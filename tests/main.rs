@@ -25,5 +25,8 @@ mod first_run;
 mod access;
 // Per PostgreSQL version and service: check facts, a managed-style role, failover, standbys.
 mod pgserver;
+// Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
+// and that every tests/*.rs is compiled.
+mod limits;
 // What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
 mod privacy;

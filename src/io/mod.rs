@@ -32,11 +32,12 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 
 use crate::access::{AccessHandle, Outgoing};
-use crate::config::{EventConfig, IoConfig, Secret};
+use crate::config::{EventConfig, IoConfig, IoLimits, Secret};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
 
+pub use events::signature as webhook_signature;
 pub use serve::serve;
 pub use server::build;
 
@@ -49,6 +50,8 @@ pub struct IoOptions {
     pub events: Vec<EventConfig>,
     /// Bearer token of `POST /io/emit` and `POST /io/raw`; `None` turns both routes off.
     pub admin_token: Option<Secret>,
+    /// Size and rate limits, webhook signing and safeguards, `/metrics` access.
+    pub limits: IoLimits,
 }
 
 /// State shared by the handshake, the handlers, the routes and the emitter.

@@ -175,6 +175,7 @@ fn options() -> IoOptions {
         io: io_config(),
         events: vec![],
         admin_token: None,
+        limits: crate::config::IoLimits::default(),
     }
 }
 
@@ -1193,3 +1194,7 @@ async fn connection_and_disconnect_webhooks_are_posted() {
         json!({"event": "disconnect", "args": [], "socket": socket})
     );
 }
+
+// Limits: WebSocket sizes, the emit API's auth order, /metrics access, webhook signing and
+// safeguards, per-socket event rates.
+mod limits;
