@@ -57,6 +57,13 @@ pub const DATA_ACTIONS: [&str; 6] = [
     "createOrUpdate",
 ];
 
+/// The read actions a content type's `content_types` entry may list: events of GET requests
+/// through the reverse proxy (`[proxy]`).
+pub const READ_ACTIONS: [&str; 2] = ["find", "findOne"];
+
+/// Strapi's REST prefix (`api.rest.prefix` in Strapi's `config/api.js`).
+pub const DEFAULT_PROXY_API_PREFIX: &str = "/api";
+
 /// A configuration problem, said so that the reader knows what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -156,6 +163,19 @@ pub struct RawConfig {
     /// `[[events]]`
     #[serde(default)]
     pub events: Vec<RawEvent>,
+    /// `[proxy]`
+    #[serde(default)]
+    pub proxy: RawProxy,
+}
+
+/// `[proxy]`: the reverse proxy in front of Strapi.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Strapi's base URL (`http://127.0.0.1:1337`); the proxy is off without it.
+    pub upstream: Option<String>,
+    /// Strapi's REST prefix.
+    pub api_prefix: Option<String>,
 }
 
 /// `[database]`
@@ -200,6 +220,8 @@ pub struct RawIo {
     pub transports: Option<Vec<String>>,
     /// `[io.cors]`
     pub cors: Option<RawCors>,
+    /// Rooms clients may join and leave themselves (`join-room` / `leave-room`).
+    pub joinable_rooms: Option<Vec<String>>,
 }
 
 /// `[io.cors]`
@@ -700,6 +722,8 @@ pub struct IoConfig {
     pub transports: Vec<Transport>,
     /// CORS, when configured.
     pub cors: Option<CorsConfig>,
+    /// Rooms clients may join and leave themselves (`join-room` / `leave-room`).
+    pub joinable_rooms: Vec<String>,
 }
 
 /// Which roles receive a content type's events.
@@ -794,6 +818,18 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `[[events]]`
     pub events: Vec<EventConfig>,
+    /// `[proxy]`; `None` when no upstream is configured (the proxy is off).
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// `[proxy]`: forward every other HTTP request to Strapi, and emit `find`/`findOne` events of
+/// successful REST reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Strapi's base URL, `http://host:port` (a path, if any, is prepended to forwarded paths).
+    pub upstream: String,
+    /// Strapi's REST prefix, `/api`.
+    pub api_prefix: String,
 }
 
 impl Config {
@@ -813,6 +849,7 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
             events: resolve_events(&src.file.events)?,
+            proxy: resolve_proxy(&src.file.proxy)?,
         })
     }
 
@@ -1072,7 +1109,70 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
         max_buffered_events,
         transports,
         cors,
+        joinable_rooms: resolve_joinable_rooms(raw.joinable_rooms.as_deref())?,
     })
+}
+
+fn resolve_joinable_rooms(raw: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
+    let rooms = raw.unwrap_or_default().to_vec();
+    if let Some(bad) = rooms
+        .iter()
+        .find(|r| r.is_empty() || r.starts_with("sub:") || r.starts_with("api-token:"))
+    {
+        return Err(ConfigError::invalid(
+            "io.joinable_rooms",
+            format!(
+                "{bad:?} cannot be joinable: room names must not be empty, and the prefixes \
+                 sub: and api-token: are the bridge's own"
+            ),
+        ));
+    }
+    Ok(rooms)
+}
+
+fn resolve_proxy(raw: &RawProxy) -> Result<Option<ProxyConfig>, ConfigError> {
+    let Some(upstream) = raw.upstream.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let Some(rest) = upstream.strip_prefix("http://") else {
+        return Err(ConfigError::invalid(
+            "proxy.upstream",
+            format!(
+                "{upstream:?} must be an http:// URL of Strapi, like \"http://127.0.0.1:1337\" \
+                 (the proxy forwards to Strapi on the same host or a private network; TLS is \
+                 for the proxy in front of the bridge)"
+            ),
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || rest.contains(['?', '#']) {
+        return Err(ConfigError::invalid(
+            "proxy.upstream",
+            format!(
+                "{upstream:?} must be http://host:port with an optional path, like \"http://127.0.0.1:1337\""
+            ),
+        ));
+    }
+    if upstream.parse::<axum::http::Uri>().is_err() {
+        return Err(ConfigError::invalid(
+            "proxy.upstream",
+            format!("{upstream:?} is not a valid URL"),
+        ));
+    }
+    let api_prefix = raw
+        .api_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PROXY_API_PREFIX.to_owned());
+    if !api_prefix.starts_with('/') || api_prefix.len() < 2 || api_prefix.ends_with('/') {
+        return Err(ConfigError::invalid(
+            "proxy.api_prefix",
+            format!("{api_prefix:?} must start with / and not end with one, like \"/api\""),
+        ));
+    }
+    Ok(Some(ProxyConfig {
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        api_prefix,
+    }))
 }
 
 fn resolve_auth(src: &Sources) -> Result<AuthConfig, ConfigError> {
@@ -1163,12 +1263,15 @@ fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigErro
                     }
                     StringOrList::Many(list) => {
                         for a in list {
-                            if !DATA_ACTIONS.contains(&a.as_str()) {
+                            if !DATA_ACTIONS.contains(&a.as_str())
+                                && !READ_ACTIONS.contains(&a.as_str())
+                            {
                                 return Err(ConfigError::invalid(
                                     format!("content_types.{key}"),
                                     format!(
-                                        "unknown action {a:?}; known actions: {}",
-                                        DATA_ACTIONS.join(", ")
+                                        "unknown action {a:?}; known actions: {}, {}",
+                                        DATA_ACTIONS.join(", "),
+                                        READ_ACTIONS.join(", ")
                                     ),
                                 ));
                             }

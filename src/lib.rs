@@ -12,7 +12,9 @@
 //! - [`pgoutput`]: pure decoding of pgoutput messages.
 //! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
-//! - [`io`]: the Socket.IO server, handshake and emit.
+//! - [`io`]: the Socket.IO server, handshake, emit and subscriptions.
+//! - [`proxy`]: the optional reverse proxy to Strapi and the `find`/`findOne` events of REST
+//!   reads through it.
 //! - [`pipeline`]: wires the stages; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
 //!   around them; [`cluster`]: throwaway PostgreSQL clusters for `demo` and the tests.
 
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod proxy;
 pub mod replication;
 pub mod shutdown;
 pub mod strapi;

@@ -44,11 +44,19 @@ pub const CONFIRMED_LSN: &str = "strapi_io_confirmed_lsn";
 pub const SERVER_LSN: &str = "strapi_io_server_lsn";
 /// Gauge: 1 when streaming with catalog and access loaded, else 0.
 pub const READY: &str = "strapi_io_ready";
+/// Gauge, label `content_type` (uid): subscriptions (`strapi-io:subscribe`,
+/// `subscribe-entity`) to the type or to one of its entries, over every socket.
+pub const SUBSCRIPTIONS: &str = "strapi_io_subscriptions";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EventLabels {
     content_type: String,
     action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabels {
+    content_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -80,6 +88,7 @@ struct Inner {
     confirmed_lsn: Gauge,
     server_lsn: Gauge,
     ready: Gauge,
+    subscriptions: Family<TypeLabels, Gauge>,
     /// Serializes scrapes: the per-room family is cleared and refilled on each one.
     scrape: Mutex<()>,
 }
@@ -176,6 +185,12 @@ impl Metrics {
             "1 when streaming with catalog and access loaded",
             ready.clone(),
         );
+        let subscriptions = Family::<TypeLabels, Gauge>::default();
+        registry.register(
+            SUBSCRIPTIONS,
+            "Subscriptions to a content type or one of its entries, by content type uid",
+            subscriptions.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             sockets_connected,
@@ -190,8 +205,19 @@ impl Metrics {
             confirmed_lsn,
             server_lsn,
             ready,
+            subscriptions,
             scrape: Mutex::new(()),
         }))
+    }
+
+    /// Subscriptions to content type `uid` (and its entries) now number `count`.
+    pub fn set_subscriptions(&self, uid: &str, count: usize) {
+        self.0
+            .subscriptions
+            .get_or_create(&TypeLabels {
+                content_type: uid.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// One content-type event went out.

@@ -28,6 +28,7 @@ use crate::io::{self, Emitter, IoOptions};
 use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
+use crate::proxy::{Proxy, ReadEvents};
 use crate::replication::{self, Progress, Replicated};
 use crate::strapi::{CatalogHandle, Model, ModelConfig, ModelOutput};
 
@@ -55,11 +56,25 @@ pub async fn run(
     health.set_catalog_loaded(true);
     health.set_access_loaded(true);
 
+    let (proxy, reads) = match &cfg.proxy {
+        Some(p) => {
+            let (proxy, reads) = Proxy::new(
+                p,
+                cfg.content_types.clone(),
+                catalog.clone(),
+                access.handle(),
+            );
+            info!(upstream = %p.upstream, "proxying other HTTP requests to Strapi");
+            (Some(proxy), Some(reads))
+        }
+        None => (None, None),
+    };
     let (router, emitter) = io::build(
         IoOptions {
             io: cfg.io.clone(),
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
+            proxy,
         },
         access.handle(),
         catalog,
@@ -76,6 +91,10 @@ pub async fn run(
     ));
     if let Some(addr) = local {
         info!(%addr, path = %cfg.io.path, "Socket.IO listening");
+    }
+
+    if let Some(reads) = reads {
+        tokio::spawn(emit_reads(reads, emitter.clone()));
     }
 
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -117,6 +136,14 @@ pub async fn run(
     }
     processed?;
     replicated
+}
+
+/// Hands the proxy's read events to Socket.IO, apart from the replication stream (reads have
+/// no place in its order and nothing to confirm). Ends when the proxy is gone.
+async fn emit_reads(mut reads: ReadEvents, emitter: Emitter) {
+    while let Some(delivery) = reads.next().await {
+        emitter.send(Outgoing::Deliver(delivery)).await;
+    }
 }
 
 /// Why loading failed, and whether trying again may help.

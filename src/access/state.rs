@@ -459,6 +459,13 @@ impl State {
         rooms
     }
 
+    /// The rooms allowed `action` on `uid` by the plugin's rule, whatever the permission
+    /// mode (not cached: for events of REST reads, which need the exact action).
+    pub fn rooms_holding(&self, uid: &str, action: &Action) -> Arc<[RoomName]> {
+        self.compute_rooms_in(PermissionMode::Action, uid, action, self.now())
+            .0
+    }
+
     /// The rooms for `uid`/`action` at `now`, and until when that answer holds (the earliest
     /// expiry of an included token).
     fn compute_rooms(
@@ -467,11 +474,21 @@ impl State {
         action: &Action,
         now: i64,
     ) -> (Arc<[RoomName]>, Option<i64>) {
-        let needed: Vec<String> = match self.cfg.permission_mode {
+        self.compute_rooms_in(self.cfg.permission_mode, uid, action, now)
+    }
+
+    fn compute_rooms_in(
+        &self,
+        mode: PermissionMode,
+        uid: &str,
+        action: &Action,
+        now: i64,
+    ) -> (Arc<[RoomName]>, Option<i64>) {
+        let needed: Vec<String> = match mode {
             PermissionMode::Read => vec![format!("{uid}.find"), format!("{uid}.findOne")],
             PermissionMode::Action => vec![format!("{uid}.{}", action.plugin_permission())],
         };
-        let reads_by_default = match self.cfg.permission_mode {
+        let reads_by_default = match mode {
             PermissionMode::Read => true,
             PermissionMode::Action => {
                 matches!(action.plugin_permission(), "find" | "findOne")

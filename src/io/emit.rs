@@ -4,7 +4,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::{BroadcastError, SocketError};
 use tracing::{debug, error, warn};
 
-use super::{Emitter, Shared, handshake};
+use super::{Emitter, Shared, handshake, subscriptions};
 use crate::access::Delivery;
 use crate::strapi::RawEmit;
 
@@ -12,7 +12,9 @@ impl<A: Adapter> Emitter<A> {
     /// One emit to every room of the delivery; a socket in several of them gets it once.
     /// No room: nothing is sent (an empty room list must never widen to "everyone").
     pub(super) async fn deliver(&self, delivery: &Delivery) {
-        if delivery.rooms.is_empty() {
+        let mut rooms = delivery.rooms.to_vec();
+        subscriptions::add_rooms(&self.shared, delivery.subject.as_ref(), &mut rooms);
+        if rooms.is_empty() {
             return;
         }
         let (content_type, action) = delivery
@@ -23,10 +25,7 @@ impl<A: Adapter> Emitter<A> {
         let Some(op) = self.io.of("/") else {
             return;
         };
-        let res = op
-            .to(delivery.rooms.to_vec())
-            .emit(&delivery.event, &delivery.payload)
-            .await;
+        let res = op.to(rooms).emit(&delivery.event, &delivery.payload).await;
         self.shared.account(&delivery.event, res);
     }
 

@@ -15,7 +15,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tracing::{debug, info, warn};
 
-use super::{Shared, events};
+use super::{Shared, events, subscriptions};
 use crate::access::{AuthError, Principal};
 
 /// What the bridge remembers about a connected socket (kept in the socket's extensions).
@@ -51,6 +51,7 @@ fn reason(e: &AuthError) -> &'static str {
         AuthError::InvalidCredentials => "invalid_credentials",
         AuthError::TokenExpired => "token_expired",
         AuthError::NotReady => "not_ready",
+        AuthError::BadSubscribeMode => "bad_subscribe_mode",
     }
 }
 
@@ -62,8 +63,9 @@ pub(super) fn authenticate<A: Adapter>(
     auth: Option<&Value>,
 ) -> Result<(), AuthError> {
     let epoch = shared.access_epoch.load(Ordering::SeqCst);
-    let principal =
-        credentials(auth).and_then(|(token, strategy)| shared.access.authenticate(token, strategy));
+    let principal = subscriptions::check_mode(auth)
+        .and_then(|()| credentials(auth))
+        .and_then(|(token, strategy)| shared.access.authenticate(token, strategy));
     let principal = match principal {
         Ok(p) => p,
         Err(e) => {
@@ -73,7 +75,9 @@ pub(super) fn authenticate<A: Adapter>(
         }
     };
     socket.join(socket.id.to_string());
-    socket.join(principal.rooms.clone());
+    if subscriptions::attach(shared, socket, auth) {
+        socket.join(principal.rooms.clone());
+    }
     socket.extensions.insert(Session {
         principal: Arc::new(principal),
         epoch,
@@ -119,7 +123,7 @@ pub(super) fn recheck<A: Adapter>(shared: &Shared, socket: SocketRef<A>) {
             }
         }
         Ok(new) => {
-            if new.rooms != old.rooms {
+            if new.rooms != old.rooms && subscriptions::joins_role_rooms(&socket) {
                 let leave: Vec<String> = old
                     .rooms
                     .iter()
@@ -147,6 +151,7 @@ pub(super) fn recheck<A: Adapter>(shared: &Shared, socket: SocketRef<A>) {
                     epoch: session.epoch,
                 });
             }
+            subscriptions::recheck(shared, &socket);
         }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::Emitter;
-use crate::access::Delivery;
+use crate::access::{Delivery, Subject};
 use crate::config::Secret;
 use crate::strapi::custom::CustomMessage;
 use crate::strapi::{Action, RawEmit};
@@ -115,6 +115,10 @@ pub(super) async fn emit(
         event: format!("{}:{}", content_type.singular_name, action.as_str()),
         rooms,
         payload: data,
+        subject: Some(Subject {
+            content_type: content_type.clone(),
+            entry_id: None,
+        }),
     };
     let targeted = state.emitter.count_targets(Some(&delivery.rooms));
     state.emitter.deliver(&delivery).await;

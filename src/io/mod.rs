@@ -21,6 +21,7 @@ mod handshake;
 mod http_api;
 mod serve;
 mod server;
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,8 @@ pub struct IoOptions {
     pub events: Vec<EventConfig>,
     /// Bearer token of `POST /io/emit` and `POST /io/raw`; `None` turns both routes off.
     pub admin_token: Option<Secret>,
+    /// The reverse proxy to Strapi, for every other request; `None`: Socket.IO answers them.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// State shared by the handshake, the handlers, the routes and the emitter.
@@ -64,6 +67,10 @@ struct Shared {
     /// otherwise log one line per message.
     drops_unreported: AtomicU64,
     drops_reported_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Subscriptions per content type.
+    subscriptions: Arc<subscriptions::Registry>,
+    /// `[io] joinable_rooms`.
+    joinable_rooms: Vec<String>,
 }
 
 /// Hands messages to Socket.IO. Holds the `SocketIo` handle (never a socket), so it is cheap

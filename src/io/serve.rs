@@ -51,7 +51,12 @@ pub async fn serve(
         }
         let service = router
             .clone()
-            .map_request(|req: hyper::Request<Incoming>| req.map(axum::body::Body::new))
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                // The client's address, for the proxy's X-Forwarded-For.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            })
             .map_err(|e: Infallible| match e {});
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

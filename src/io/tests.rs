@@ -166,6 +166,7 @@ fn io_config() -> IoConfig {
         max_buffered_events: 1024,
         transports: vec![Transport::Polling, Transport::Websocket],
         cors: None,
+        joinable_rooms: vec![],
     }
 }
 
@@ -174,6 +175,7 @@ fn options() -> IoOptions {
         io: io_config(),
         events: vec![],
         admin_token: None,
+        proxy: None,
     }
 }
 
@@ -276,6 +278,7 @@ impl TestServer {
                 event: event.to_owned(),
                 rooms: Arc::from(rooms),
                 payload: payload(data),
+                subject: None,
             }))
             .await;
     }
