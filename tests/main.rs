@@ -23,3 +23,5 @@ mod cli;
 mod first_run;
 // Loading the access tables from a real PostgreSQL.
 mod access;
+// The reverse proxy to Strapi and the find/findOne events of reads through it.
+mod proxy;
