@@ -25,3 +25,5 @@ mod first_run;
 mod access;
 // The reverse proxy to Strapi and the find/findOne events of reads through it.
 mod proxy;
+// Subscriptions: explicit mode, subscribe/unsubscribe acks, plugin 5.x names, revocation.
+mod subscriptions;

@@ -257,7 +257,15 @@ impl SioClient {
                 .await
                 .unwrap_or_else(|e| panic!("{at}: emit {event}: {e}"));
             match tokio::time::timeout(WAIT, rx).await {
-                Ok(Ok(args)) => args,
+                // rust_socketio hands the ack's argument list over as one JSON array.
+                Ok(Ok(mut args)) => match args.pop() {
+                    Some(Value::Array(list)) if args.is_empty() => list,
+                    Some(last) => {
+                        args.push(last);
+                        args
+                    }
+                    None => args,
+                },
                 _ => panic!("{at}: no acknowledgement of {event} within {WAIT:?}"),
             }
         }
