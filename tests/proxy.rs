@@ -258,7 +258,12 @@ async fn proxied_responses_equal_direct_ones_and_stream_both_ways() {
 
     // An upload larger than any buffer, streamed through.
     let upload: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
-    let (status, _, body) = fetch(http.post(bridge.url("/api/upload")).body(upload.clone())).await;
+    let (status, _, body) = fetch(
+        http.post(bridge.url("/api/upload"))
+            .header("expect", "100-continue")
+            .body(upload.clone()),
+    )
+    .await;
     assert_eq!(status, 200);
     let got: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(got["len"], upload.len());

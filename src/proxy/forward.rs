@@ -100,6 +100,9 @@ impl Forwarder {
             .as_ref()
             .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
         strip_hop_by_hop(&mut parts.headers);
+        // This server already answers `Expect: 100-continue` (by reading the body); the
+        // upstream gets the body without waiting.
+        parts.headers.remove(header::EXPECT);
         if let Some(protocol) = upgrade_to {
             parts
                 .headers
