@@ -7,8 +7,10 @@
 //! [`axum::Router`]: the Socket.IO endpoint (handshake on the default namespace `/`: the
 //! client's `auth.token` and `auth.strategy` are checked by [`AccessHandle::authenticate`] and
 //! the socket joins the rooms of its role or token), `GET /healthz`, `GET /readyz`,
-//! `GET /metrics`, and, when an admin token is configured, `POST /io/emit` and `POST /io/raw`.
-//! `[[events]]` handlers (log, relay, webhook) run on client events.
+//! `GET /metrics`, and, when an admin token is configured, `POST /io/emit` and `POST /io/raw`;
+//! with a [`proxy`](crate::proxy), every other request goes to Strapi. `[[events]]` handlers
+//! (log, relay, webhook) run on client events, and sockets may subscribe to one content type or
+//! entry (`subscriptions`), whose events then reach them with the role rooms' in one broadcast.
 //!
 //! It never decides who may read what (that is [`access`](crate::access)), never builds
 //! payloads (that is [`strapi`](crate::strapi)), and never blocks the pipeline on a slow
