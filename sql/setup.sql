@@ -7,7 +7,11 @@
 --      admin:: types excepted), the users-permissions and API-token tables, and
 --      strapi_core_store_settings (so schema and setting changes are seen live);
 --   3. sets REPLICA IDENTITY FULL on the content-type tables: publish/unpublish detection and
---      delete payloads need the old row.
+--      delete payloads need the old row;
+--   4. pg_logical_emit_message (custom events) may be called by every database role unless a
+--      superuser revokes it: run as a superuser, this revokes EXECUTE from PUBLIC and grants it
+--      to the owner of Strapi's tables (Strapi's own role), for every overload (text and bytea
+--      content); run as another role, it prints those statements for a superuser to run.
 --
 -- Run it as Strapi's database user (the owner of its tables) or a superuser:
 --   strapi-io-bridge setup                       (uses the configured names)
@@ -75,6 +79,60 @@ BEGIN
     END LOOP;
 END
 $setup$;
+
+DO $emit$
+DECLARE
+    sch     text := current_setting('strapi_io.schema');
+    owner   oid;
+    fn      record;
+    grants  text[] := '{}';
+    revokes text[] := '{}';
+    stmt    text;
+BEGIN
+    -- Strapi's role: the owner of its tables (of the schema before Strapi's first boot).
+    SELECT c.relowner INTO owner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = sch AND c.relname = 'strapi_core_store_settings';
+    IF owner IS NULL THEN
+        SELECT nspowner INTO owner FROM pg_namespace WHERE nspname = sch;
+    END IF;
+    FOR fn IN
+        SELECT p.oid::regprocedure::text AS sig,
+               coalesce(p.proacl, acldefault('f', p.proowner)) AS acl
+          FROM pg_proc p
+         WHERE p.proname = 'pg_logical_emit_message'
+           AND p.pronamespace = 'pg_catalog'::regnamespace
+         ORDER BY 1
+    LOOP
+        IF NOT (SELECT rolsuper FROM pg_roles WHERE oid = owner)
+           AND NOT EXISTS (SELECT 1 FROM aclexplode(fn.acl) a
+                            WHERE a.grantee = owner AND a.privilege_type = 'EXECUTE') THEN
+            grants := grants || format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO %I',
+                                       fn.sig, pg_get_userbyid(owner));
+        END IF;
+        IF EXISTS (SELECT 1 FROM aclexplode(fn.acl) a
+                    WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
+            revokes := revokes || format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC',
+                                         fn.sig);
+        END IF;
+    END LOOP;
+    IF cardinality(revokes) = 0 AND cardinality(grants) = 0 THEN
+        RETURN;
+    END IF;
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        -- Grant first, so Strapi's role never loses the function on the way.
+        FOREACH stmt IN ARRAY grants || revokes LOOP
+            EXECUTE stmt;
+            RAISE NOTICE 'custom events: %', stmt;
+        END LOOP;
+    ELSIF cardinality(revokes) > 0 THEN
+        RAISE NOTICE 'custom events: every database role may call pg_logical_emit_message, so any of them can send Socket.IO events; as a superuser run: %;',
+            array_to_string(grants || revokes, '; ');
+    ELSE
+        RAISE NOTICE 'custom events: Strapi''s role % may not call pg_logical_emit_message; as a superuser run: %;',
+            pg_get_userbyid(owner), array_to_string(grants, '; ');
+    END IF;
+END
+$emit$;
 
 RESET strapi_io.publication;
 RESET strapi_io.schema;

@@ -8,7 +8,7 @@ use std::fmt;
 
 use tokio_postgres::Client;
 
-use crate::config::{Config, ContentTypesConfig};
+use crate::config::{ApiPrivateAttributes, Config, ContentTypesConfig};
 use crate::pg::{self, quote_ident, quote_literal};
 use crate::strapi::catalog::load_catalog;
 use crate::strapi::{Catalog, ContentTypeFilter};
@@ -178,8 +178,181 @@ pub async fn check(cfg: &Config) -> Report {
             None,
         ));
     }
+    if let Err(e) = check_emit_message(&client, cfg, &mut report).await {
+        report.push(Finding::error(
+            format!("while checking who may call pg_logical_emit_message: {e}"),
+            None,
+        ));
+    }
+    check_private_attributes(cfg, &mut report);
     check_auth(cfg, &mut report);
     report
+}
+
+/// Who may call `pg_logical_emit_message`: by default every role, so every role could send
+/// custom Socket.IO events.
+async fn check_emit_message(
+    client: &Client,
+    cfg: &Config,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "WITH owner AS (
+                 SELECT coalesce(
+                     (SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE n.nspname = $1 AND c.relname = 'strapi_core_store_settings'),
+                     (SELECT nspowner FROM pg_namespace WHERE nspname = $1)) AS oid)
+             SELECT p.oid::regprocedure::text,
+                    EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                             WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'),
+                    o.oid IS NULL OR has_function_privilege(o.oid, p.oid, 'EXECUTE'),
+                    coalesce(pg_get_userbyid(o.oid)::text, '')
+               FROM pg_proc p, owner o
+              WHERE p.proname = 'pg_logical_emit_message'
+                AND p.pronamespace = 'pg_catalog'::regnamespace
+              ORDER BY 1",
+            &[&cfg.database.schema],
+        )
+        .await?;
+    let mut public = Vec::new();
+    let mut owner_lacks = Vec::new();
+    let mut owner = String::new();
+    for row in &rows {
+        let signature: String = row.get(0);
+        if row.get::<_, bool>(1) {
+            public.push(signature.clone());
+        }
+        if !row.get::<_, bool>(2) {
+            owner_lacks.push(signature);
+        }
+        owner = row.get(3);
+    }
+    let grant = |sig: &str| {
+        format!(
+            "GRANT EXECUTE ON FUNCTION pg_catalog.{sig} TO {};",
+            quote_ident(&owner)
+        )
+    };
+    if !public.is_empty() {
+        let mut fix =
+            vec!["strapi-io-bridge setup   (as a superuser), or as a superuser:".to_owned()];
+        if !owner.is_empty() {
+            fix.extend(public.iter().map(|s| grant(s)));
+        }
+        fix.extend(
+            public
+                .iter()
+                .map(|s| format!("REVOKE EXECUTE ON FUNCTION pg_catalog.{s} FROM PUBLIC;")),
+        );
+        let forging = if cfg.allow_data_actions {
+            "and, with [messages] allow_data_actions = true, forge data events such as message:create"
+        } else {
+            "(data actions such as message:create are refused while [messages] allow_data_actions is off)"
+        };
+        report.push(Finding::warning(
+            format!(
+                "every database role may call {}: any of them can send custom Socket.IO events to every socket {forging}",
+                public.join(" and ")
+            ),
+            Some(fix.join("\n")),
+        ));
+    } else if !owner_lacks.is_empty() {
+        report.push(Finding::warning(
+            format!(
+                "Strapi's role {owner} may not call {}: custom events sent from Strapi fail",
+                owner_lacks.join(" and ")
+            ),
+            Some(
+                owner_lacks
+                    .iter()
+                    .map(|s| grant(s))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        ));
+    } else if !rows.is_empty() {
+        report.push(Finding::ok(format!(
+            "pg_logical_emit_message: only {} and superusers may send custom events",
+            if owner.is_empty() {
+                "granted roles"
+            } else {
+                owner.as_str()
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Strapi's site-wide `responses.privateAttributes` lives in `config/api.js`, not in the
+/// database: say what the bridge hides and where it comes from.
+fn check_private_attributes(cfg: &Config, report: &mut Report) {
+    let strapi = &cfg.strapi;
+    let fix = |names: &[String]| {
+        format!(
+            "[strapi] private_attributes = [{}]   (in config.toml: the list in Strapi's config/api.js responses.privateAttributes)",
+            names
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if !strapi.configured.is_empty() {
+        report.push(Finding::ok(format!(
+            "private attributes hidden in every content type ([strapi] private_attributes): {}",
+            strapi.private_attributes.join(", ")
+        )));
+    }
+    match &strapi.api_js {
+        ApiPrivateAttributes::NoStrapiDir if strapi.configured.is_empty() => {
+            report.push(Finding::ok(
+                "[strapi] private_attributes is empty: Strapi's site-wide responses.privateAttributes (config/api.js) is not in the database; if your project sets it, copy it there (or run with --strapi-dir)",
+            ));
+        }
+        ApiPrivateAttributes::NoStrapiDir => {}
+        ApiPrivateAttributes::NoFile => report.push(Finding::ok(
+            "the Strapi project has no config/api.js: no site-wide private attributes",
+        )),
+        ApiPrivateAttributes::NotSet(_) if strapi.configured.is_empty() => {
+            report.push(Finding::ok(
+                "config/api.js sets no responses.privateAttributes ([strapi] private_attributes is empty too)",
+            ))
+        }
+        ApiPrivateAttributes::NotSet(_) => {}
+        ApiPrivateAttributes::Literal(files, names) => {
+            let missing: Vec<&String> = names
+                .iter()
+                .filter(|n| !strapi.configured.contains(n))
+                .collect();
+            let files = files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if strapi.configured.is_empty() || missing.is_empty() {
+                report.push(Finding::ok(format!(
+                    "private attributes read from {files}: {} (hidden in every content type)",
+                    names.join(", ")
+                )));
+            } else {
+                report.push(Finding::warning(
+                    format!(
+                        "{files} lists private attributes that [strapi] private_attributes does not: {} (the bridge hides both lists while --strapi-dir is given)",
+                        missing.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    Some(fix(&strapi.private_attributes)),
+                ));
+            }
+        }
+        ApiPrivateAttributes::Unreadable(file, why) => report.push(Finding::warning(
+            format!(
+                "{}: responses.privateAttributes cannot be read ({why}); the bridge does not know which attributes Strapi hides site-wide",
+                file.display()
+            ),
+            Some(fix(&strapi.configured)),
+        )),
+    }
 }
 
 async fn check_server(
@@ -334,6 +507,20 @@ async fn check_strapi(
             None
         }
     };
+    let admin_keys = ContentTypeFilter::admin_keys(&catalog, &cfg.content_types);
+    if !admin_keys.is_empty() {
+        report.push(Finding::warning(
+            format!(
+                "content_types names admin:: content types, which are never emitted (admin users, roles and API tokens with their key hashes; Strapi's content API never exposes them): {}",
+                admin_keys
+                    .iter()
+                    .map(|(key, uid)| if key == uid { key.clone() } else { format!("{key} ({uid})") })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some("remove these keys from [content_types]".to_owned()),
+        ));
+    }
     let mut lines = Vec::new();
     for ct in catalog.content_types() {
         if ct.uid.starts_with("admin::") {

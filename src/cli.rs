@@ -90,8 +90,13 @@ pub enum Command {
         keep: bool,
     },
     /// Print the committed changes the bridge decodes, one JSON line each, confirming each
-    /// transaction after it is printed (for debugging a database).
-    Tail,
+    /// transaction after it is printed (for debugging a database). Password hashes, tokens,
+    /// key hashes and private attributes are masked.
+    Tail {
+        /// Print secret and private columns as they are.
+        #[arg(long)]
+        show_secrets: bool,
+    },
 }
 
 /// Exit status when the configuration is wrong (nothing was started).
@@ -160,9 +165,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("next: strapi-io-bridge check");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tail => {
+        Command::Tail { show_secrets } => {
             let shutdown = crate::shutdown::on_signal();
-            crate::tail::run(cfg, shutdown).await?;
+            crate::tail::run(cfg, show_secrets, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { .. } => unreachable_demo(),

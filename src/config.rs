@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod api_js;
+pub use api_js::ApiPrivateAttributes;
+
 /// Default database URL: Strapi's own defaults for a PostgreSQL project.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://strapi:strapi@127.0.0.1:5432/strapi";
 /// Default replication slot name.
@@ -46,6 +49,10 @@ pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
 pub const DEFAULT_MESSAGE_PREFIX: &str = "strapi_io";
 /// How long a webhook handler may take before the client's ack carries an error.
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+/// Largest event payload sent whole (1 MiB). Above it a data event goes out with its id only
+/// and `"truncated": true` in `meta`: a Strapi entry's scalar fields rarely come near it, while
+/// a pasted base64 image in rich text would otherwise be copied into every socket's queue.
+pub const DEFAULT_MAX_EVENT_BYTES: u64 = 1024 * 1024;
 
 /// The event actions a data change can produce (Strapi v4 semantics).
 pub const DATA_ACTIONS: [&str; 6] = [
@@ -163,9 +170,20 @@ pub struct RawConfig {
     /// `[[events]]`
     #[serde(default)]
     pub events: Vec<RawEvent>,
+    /// `[strapi]`
+    #[serde(default)]
+    pub strapi: RawStrapi,
     /// `[proxy]`
     #[serde(default)]
     pub proxy: RawProxy,
+}
+
+/// `[strapi]`: what Strapi keeps in code rather than in the database.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStrapi {
+    /// Strapi's `config/api.js` `responses.privateAttributes`.
+    pub private_attributes: Option<Vec<String>>,
 }
 
 /// `[proxy]`: the reverse proxy in front of Strapi.
@@ -216,6 +234,8 @@ pub struct RawIo {
     pub max_payload_bytes: Option<u64>,
     /// Events queued per socket before it misses new ones.
     pub max_buffered_events: Option<usize>,
+    /// Largest payload sent whole; larger data events go out with the id only.
+    pub max_event_bytes: Option<u64>,
     /// Allowed transports.
     pub transports: Option<Vec<String>>,
     /// `[io.cors]`
@@ -285,6 +305,8 @@ pub enum RawContentTypes {
 pub struct RawMessages {
     /// The `pg_logical_emit_message` prefix to listen to.
     pub prefix: Option<String>,
+    /// Whether a message may carry a data action (`create`, `update`, …).
+    pub allow_data_actions: Option<bool>,
 }
 
 /// `[admin]`
@@ -718,6 +740,8 @@ pub struct IoConfig {
     pub max_payload_bytes: u64,
     /// Events queued per socket before it misses new ones.
     pub max_buffered_events: usize,
+    /// Largest event payload sent whole, in bytes.
+    pub max_event_bytes: usize,
     /// Allowed transports.
     pub transports: Vec<Transport>,
     /// CORS, when configured.
@@ -818,8 +842,25 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `[[events]]`
     pub events: Vec<EventConfig>,
+    /// `[messages] allow_data_actions`: whether a `pg_logical_emit_message` may send a data
+    /// action (`message:create`…) or a `raw` event named like one.
+    pub allow_data_actions: bool,
+    /// `[strapi]`
+    pub strapi: StrapiConfig,
     /// `[proxy]`; `None` when no upstream is configured (the proxy is off).
     pub proxy: Option<ProxyConfig>,
+}
+
+/// `[strapi]`: Strapi settings that live in its code, not in the database.
+#[derive(Debug, Clone, Default)]
+pub struct StrapiConfig {
+    /// Attribute names hidden in every content type: `private_attributes` and, with
+    /// `--strapi-dir`, the literal list in `config/api.js` (their union).
+    pub private_attributes: Vec<String>,
+    /// `[strapi] private_attributes` as configured.
+    pub configured: Vec<String>,
+    /// What `--strapi-dir`'s `config/api.js` says.
+    pub api_js: ApiPrivateAttributes,
 }
 
 /// `[proxy]`: forward every other HTTP request to Strapi, and emit `find`/`findOne` events of
@@ -850,6 +891,8 @@ impl Config {
                 .map(Secret::new),
             events: resolve_events(&src.file.events)?,
             proxy: resolve_proxy(&src.file.proxy)?,
+            allow_data_actions: src.file.messages.allow_data_actions.unwrap_or(false),
+            strapi: resolve_strapi(src)?,
         })
     }
 
@@ -1088,6 +1131,13 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
             "must be greater than 0",
         ));
     }
+    let max_event_bytes = raw.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT_BYTES);
+    if max_event_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "io.max_event_bytes",
+            "must be greater than 0",
+        ));
+    }
     Ok(IoConfig {
         path,
         ping_interval: ms(
@@ -1107,6 +1157,7 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
         )?,
         max_payload_bytes,
         max_buffered_events,
+        max_event_bytes: usize::try_from(max_event_bytes).unwrap_or(usize::MAX),
         transports,
         cors,
         joinable_rooms: resolve_joinable_rooms(raw.joinable_rooms.as_deref())?,
@@ -1173,6 +1224,42 @@ fn resolve_proxy(raw: &RawProxy) -> Result<Option<ProxyConfig>, ConfigError> {
         upstream: upstream.trim_end_matches('/').to_owned(),
         api_prefix,
     }))
+}
+
+fn resolve_strapi(src: &Sources) -> Result<StrapiConfig, ConfigError> {
+    let configured = src
+        .file
+        .strapi
+        .private_attributes
+        .clone()
+        .unwrap_or_default();
+    if configured.iter().any(|n| n.trim().is_empty()) {
+        return Err(ConfigError::invalid(
+            "strapi.private_attributes",
+            "holds an empty name; list attribute names as in Strapi's config/api.js, like [\"createdBy\", \"internalNote\"]",
+        ));
+    }
+    let api_js = match &src.strapi_dir {
+        Some(dir) => api_js::read(dir),
+        None => ApiPrivateAttributes::NoStrapiDir,
+    };
+    if let ApiPrivateAttributes::Unreadable(file, why) = &api_js {
+        tracing::warn!(
+            file = %file.display(),
+            "responses.privateAttributes cannot be read ({why}): copy Strapi's list into [strapi] private_attributes, or attributes it hides site-wide are sent"
+        );
+    }
+    let mut private_attributes = configured.clone();
+    for name in api_js.names() {
+        if !private_attributes.contains(name) {
+            private_attributes.push(name.clone());
+        }
+    }
+    Ok(StrapiConfig {
+        private_attributes,
+        configured,
+        api_js,
+    })
 }
 
 fn resolve_auth(src: &Sources) -> Result<AuthConfig, ConfigError> {

@@ -30,7 +30,7 @@ use crate::pg;
 use crate::pgoutput::{Change, Decoder};
 use crate::proxy::{Proxy, ReadEvents};
 use crate::replication::{self, Progress, Replicated};
-use crate::strapi::{CatalogHandle, Model, ModelConfig, ModelOutput};
+use crate::strapi::{self, CatalogHandle, Model, ModelConfig, ModelOutput};
 
 /// Batches of XLogData between the replication client and the processing task. Each batch is
 /// what one socket read held, so this bounds memory to a few MB while keeping the reader busy.
@@ -48,7 +48,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = Metrics::new();
-    let catalog = CatalogHandle::default();
+    let catalog = CatalogHandle::with_private_attributes(cfg.strapi.private_attributes.clone());
 
     let Some((client, model, access)) = load_with_retry(&cfg, &catalog, &shutdown).await? else {
         return Ok(());
@@ -61,6 +61,7 @@ pub async fn run(
             let (proxy, reads) = Proxy::new(
                 p,
                 cfg.content_types.clone(),
+                cfg.io.max_event_bytes,
                 catalog.clone(),
                 access.handle(),
             );
@@ -119,6 +120,7 @@ pub async fn run(
         state: Progress::default(),
         access_changed: false,
         outputs: Vec::new(),
+        max_event_bytes: cfg.io.max_event_bytes,
     };
     let processed = processor.run(rx).await;
 
@@ -232,6 +234,8 @@ struct Processor {
     state: Progress,
     access_changed: bool,
     outputs: Vec<ModelOutput>,
+    /// `[io] max_event_bytes`: larger data events go out with the id only.
+    max_event_bytes: usize,
 }
 
 impl Processor {
@@ -291,12 +295,18 @@ impl Processor {
             }
             ModelOutput::Event(event) => {
                 self.flush_access_change().await;
+                let Some(event) = strapi::limit_event(event, self.max_event_bytes) else {
+                    return;
+                };
                 if let Some(delivery) = self.access.authorize(event) {
                     self.emitter.send(Outgoing::Deliver(delivery)).await;
                 }
             }
             ModelOutput::Raw(raw) => {
                 self.flush_access_change().await;
+                if !strapi::limit_raw(&raw, self.max_event_bytes) {
+                    return;
+                }
                 self.emitter.send(Outgoing::Raw(raw)).await;
             }
             ModelOutput::Commit {

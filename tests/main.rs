@@ -27,3 +27,5 @@ mod access;
 mod proxy;
 // Subscriptions: explicit mode, subscribe/unsubscribe acks, plugin 5.x names, revocation.
 mod subscriptions;
+// What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
+mod privacy;

@@ -439,3 +439,34 @@ fn read_actions_and_joinable_rooms_are_accepted() {
     let err = resolve_err(&sources("[io]\njoinable_rooms = [\"sub:x\"]\n"));
     assert!(err.contains("io.joinable_rooms"), "{err}");
 }
+
+#[test]
+fn privacy_keys_have_safe_defaults_and_are_checked() {
+    let cfg = resolve(&sources(""));
+    assert_eq!(cfg.io.max_event_bytes, 1024 * 1024);
+    assert!(!cfg.allow_data_actions);
+    assert!(cfg.strapi.private_attributes.is_empty());
+    assert_eq!(cfg.strapi.api_js, ApiPrivateAttributes::NoStrapiDir);
+    let sample = resolve(&sources(include_str!("../../config.toml")));
+    assert_eq!(sample.io.max_event_bytes, 1024 * 1024);
+    assert!(!sample.allow_data_actions);
+    let cfg = resolve(&sources(
+        "[io]\nmax_event_bytes = 2000\n[messages]\nallow_data_actions = true\n\
+         [strapi]\nprivate_attributes = [\"createdBy\", \"internalNote\"]\n",
+    ));
+    assert_eq!(cfg.io.max_event_bytes, 2000);
+    assert!(cfg.allow_data_actions);
+    assert_eq!(cfg.strapi.private_attributes, ["createdBy", "internalNote"]);
+    for (text, key) in [
+        ("[io]\nmax_event_bytes = 0\n", "io.max_event_bytes"),
+        (
+            "[strapi]\nprivate_attributes = [\"\"]\n",
+            "strapi.private_attributes",
+        ),
+    ] {
+        match Config::resolve(&sources(text)) {
+            Ok(_) => panic!("{text} accepted"),
+            Err(e) => assert!(e.to_string().starts_with(key), "{e}"),
+        }
+    }
+}

@@ -61,11 +61,12 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     /// A proxy to `cfg.upstream`, and the stream of read events its GETs produce (hand them to
-    /// the Socket.IO stage). `content_types` says which types' reads emit; the catalog and
-    /// access handles are read live.
+    /// the Socket.IO stage). `content_types` says which types' reads emit; a response larger
+    /// than `max_event_bytes` emits nothing; the catalog and access handles are read live.
     pub fn new(
         cfg: &ProxyConfig,
         content_types: ContentTypesConfig,
+        max_event_bytes: usize,
         catalog: CatalogHandle,
         access: AccessHandle,
     ) -> (Proxy, ReadEvents) {
@@ -77,6 +78,7 @@ impl Proxy {
                 content_types,
                 catalog,
                 tx,
+                max_event_bytes,
             )),
         };
         (proxy, ReadEvents::new(rx, access))

@@ -19,10 +19,6 @@ use crate::strapi::{
     Action, Catalog, CatalogHandle, ContentType, ContentTypeFilter, Kind, Payload,
 };
 
-/// Response bodies larger than this are forwarded but emit nothing: an event that big is not
-/// what a read event is for, and copying it would cost memory per request.
-pub(super) const MAX_CAPTURE_BYTES: usize = 8 * 1024 * 1024;
-
 /// `find` (a list, or a single type) or `findOne` (one entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Read {
@@ -55,6 +51,7 @@ pub(super) struct Routes {
     content_types: ContentTypesConfig,
     catalog: CatalogHandle,
     tx: mpsc::Sender<Captured>,
+    max_bytes: usize,
     table: Mutex<Option<(Arc<Catalog>, Arc<RouteTable>)>>,
 }
 
@@ -119,12 +116,14 @@ impl Routes {
         content_types: ContentTypesConfig,
         catalog: CatalogHandle,
         tx: mpsc::Sender<Captured>,
+        max_bytes: usize,
     ) -> Routes {
         Routes {
             api_prefix,
             content_types,
             catalog,
             tx,
+            max_bytes,
             table: Mutex::new(None),
         }
     }
@@ -141,6 +140,7 @@ impl Routes {
             content_type,
             read,
             tx: self.tx.clone(),
+            max_bytes: self.max_bytes,
         })
     }
 
@@ -163,6 +163,9 @@ pub(super) struct Capture {
     content_type: Arc<ContentType>,
     read: Read,
     tx: mpsc::Sender<Captured>,
+    /// `io.max_event_bytes`: a larger response is forwarded but emits nothing (copying it
+    /// would cost memory per request, and the event would be refused anyway).
+    max_bytes: usize,
 }
 
 impl Capture {
@@ -224,8 +227,10 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some((_, buf))) = (frame.data_ref(), this.capture.as_mut()) {
-                    if buf.len() + data.len() > MAX_CAPTURE_BYTES {
+                if let (Some(data), Some((capture, buf))) =
+                    (frame.data_ref(), this.capture.as_mut())
+                {
+                    if buf.len() + data.len() > capture.max_bytes {
                         debug!("proxy: read response too large for an event");
                         this.capture = None;
                     } else {

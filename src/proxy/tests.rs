@@ -65,7 +65,7 @@ fn user() -> ContentType {
 fn routes(content_types: ContentTypesConfig) -> Routes {
     let catalog = CatalogHandle::new(Catalog::new(vec![message(), homepage(), user()]));
     let (tx, _rx) = mpsc::channel(1);
-    Routes::new("/api".to_owned(), content_types, catalog, tx)
+    Routes::new("/api".to_owned(), content_types, catalog, tx, 1 << 20)
 }
 
 fn what(routes: &Routes, method: Method, path: &str) -> Option<String> {

@@ -5,11 +5,18 @@
 //! draft & publish and i18n flags, and every attribute with its type and `private` flag.
 //! Components are not in it (and never needed: their rows live in their own tables).
 //!
+//! Privacy follows Strapi's content-API sanitizer: an attribute is private when its `private`
+//! is truthy (as JavaScript's `!!attr.private`), when the type's `options.privateAttributes`
+//! lists it, or when the site-wide list (`config/api.js` `responses.privateAttributes`, which
+//! is not in the database: `[strapi] private_attributes`) names it; `password` attributes
+//! never leave either. The [`CatalogHandle`] applies the site-wide list and never lets a later
+//! schema make public what a schema it already used kept private (see [`CatalogHandle::harden`]).
+//!
 //! Parsing is forgiving: a content type that lacks a field the bridge needs is left out with a
 //! warning, an attribute without a type likewise; only text that is not a JSON object of content
 //! types is an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
@@ -175,6 +182,17 @@ impl ContentType {
     pub fn is_api(&self) -> bool {
         self.uid.starts_with("api::")
     }
+
+    /// An `admin::` content type (admin users, roles, API and transfer tokens with their key
+    /// hashes): Strapi's content API never exposes these, and neither does the bridge.
+    pub fn is_admin(&self) -> bool {
+        is_admin_uid(&self.uid)
+    }
+}
+
+/// Whether `uid` names an `admin::` content type (never emitted).
+pub fn is_admin_uid(uid: &str) -> bool {
+    uid.starts_with("admin::")
 }
 
 /// Every content type, by table and by uid.
@@ -312,6 +330,10 @@ fn content_type(uid: &str, def: &Value) -> Result<ContentType, String> {
         .get("attributes")
         .and_then(Value::as_object)
         .ok_or("attributes is missing")?;
+    let listed = listed_private(
+        uid,
+        def.get("options").and_then(|o| o.get("privateAttributes")),
+    );
     let mut attributes = Vec::with_capacity(attrs.len());
     for (name, a) in attrs {
         let Some(type_name) = a.get("type").and_then(Value::as_str) else {
@@ -326,7 +348,7 @@ fn content_type(uid: &str, def: &Value) -> Result<ContentType, String> {
             column: snake_case(name),
             name: name.clone(),
             kind,
-            private: a.get("private").and_then(Value::as_bool).unwrap_or(false),
+            private: truthy(a.get("private")) || listed.contains(name.as_str()),
         });
     }
     Ok(ContentType {
@@ -339,6 +361,37 @@ fn content_type(uid: &str, def: &Value) -> Result<ContentType, String> {
         localized,
         attributes,
     })
+}
+
+/// JavaScript truthiness of a schema value (`!!attr.private`): `"true"`, `1`, `"yes"` and any
+/// object are truthy; absent, `null`, `false`, `0`, `NaN` and `""` are not.
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(_) | Value::Object(_)) => true,
+    }
+}
+
+/// The names in a content type's `options.privateAttributes`. Strapi reads an array of names;
+/// a single string is taken as a list of one (failing closed), anything else is ignored with
+/// a warning.
+fn listed_private<'a>(uid: &str, value: Option<&'a Value>) -> HashSet<&'a str> {
+    match value {
+        None | Some(Value::Null) => HashSet::new(),
+        Some(Value::String(s)) => HashSet::from([s.as_str()]),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(other) => {
+            tracing::warn!(
+                %uid,
+                "options.privateAttributes is {}, not a list of attribute names: ignored",
+                json_kind(other)
+            );
+            HashSet::new()
+        }
+    }
 }
 
 /// A PostgreSQL error with the server's SQLSTATE and message (tokio-postgres's own `Display`
@@ -397,30 +450,136 @@ pub async fn load_catalog(
 
 /// The live catalog, shared between the model (which replaces it on reload) and readers such
 /// as the HTTP emit API. Cheap to clone; the lock is never held across an `.await`.
+///
+/// It also holds the privacy rules every catalog passes through before use: the site-wide
+/// private attributes, and every attribute that was private in a catalog this handle already
+/// held (the privacy floor), so a replayed older schema row never makes public again what the
+/// schema read at start keeps private. The floor only grows; a restart reads the schema as it
+/// is then.
 #[derive(Debug, Clone, Default)]
-pub struct CatalogHandle(Arc<RwLock<Arc<Catalog>>>);
+pub struct CatalogHandle(Arc<RwLock<Shared>>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    catalog: Arc<Catalog>,
+    privacy: Privacy,
+}
+
+/// What the handle keeps private whatever a schema says.
+#[derive(Debug, Default, Clone)]
+struct Privacy {
+    /// `[strapi] private_attributes`: private in every content type.
+    global: HashSet<String>,
+    /// Per uid, the attribute names and columns that were ever private in a held catalog.
+    floor: HashMap<String, HashSet<String>>,
+}
+
+impl Privacy {
+    /// `catalog` with the site-wide list and the floor applied; logs each attribute a schema
+    /// would make public again.
+    fn harden(&self, catalog: &Catalog) -> Catalog {
+        let mut types = Vec::with_capacity(catalog.len());
+        let mut changed = false;
+        for ct in catalog.content_types() {
+            let floor = self.floor.get(&ct.uid);
+            let hidden = |a: &Attribute| {
+                self.global.contains(&a.name)
+                    || floor.is_some_and(|f| f.contains(&a.name) || f.contains(&a.column))
+            };
+            if !ct.attributes.iter().any(|a| a.is_public() && hidden(a)) {
+                types.push(ContentType::clone(ct));
+                continue;
+            }
+            changed = true;
+            let mut ct = ContentType::clone(ct);
+            for a in &mut ct.attributes {
+                if !a.is_public() || !hidden(a) {
+                    continue;
+                }
+                if !self.global.contains(&a.name) {
+                    tracing::warn!(
+                        uid = %ct.uid,
+                        attribute = %a.name,
+                        "this content-type schema makes public an attribute that an earlier schema kept private (a replayed older schema, or a change in Strapi): it stays private until the bridge restarts"
+                    );
+                }
+                a.private = true;
+            }
+            types.push(ct);
+        }
+        if changed {
+            Catalog::new(types)
+        } else {
+            catalog.clone()
+        }
+    }
+
+    /// Remembers every private attribute of `catalog`.
+    fn raise(&mut self, catalog: &Catalog) {
+        for ct in catalog.content_types() {
+            let hidden = ct.attributes.iter().filter(|a| !a.is_public());
+            let entry = self.floor.entry(ct.uid.clone()).or_default();
+            for a in hidden {
+                entry.insert(a.name.clone());
+                entry.insert(a.column.clone());
+            }
+        }
+    }
+}
 
 impl CatalogHandle {
     /// A handle holding `catalog`.
     pub fn new(catalog: Catalog) -> Self {
-        CatalogHandle(Arc::new(RwLock::new(Arc::new(catalog))))
+        let handle = CatalogHandle::default();
+        handle.replace(catalog);
+        handle
+    }
+
+    /// An empty handle whose catalogs keep `names` (Strapi's `config/api.js`
+    /// `responses.privateAttributes`) private in every content type.
+    pub fn with_private_attributes<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let privacy = Privacy {
+            global: names.into_iter().map(Into::into).collect(),
+            floor: HashMap::new(),
+        };
+        CatalogHandle(Arc::new(RwLock::new(Shared {
+            catalog: Arc::default(),
+            privacy,
+        })))
     }
 
     /// The catalog now.
     pub fn current(&self) -> Arc<Catalog> {
         match self.0.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(guard) => guard.catalog.clone(),
+            Err(poisoned) => poisoned.into_inner().catalog.clone(),
         }
     }
 
-    /// Replaces the catalog.
+    /// `catalog` as this handle would hold it: the site-wide private attributes applied, and
+    /// nothing public that a catalog held before kept private. Compare a freshly parsed
+    /// schema with [`current`](Self::current) only after this.
+    pub fn harden(&self, catalog: Catalog) -> Catalog {
+        let privacy = match self.0.read() {
+            Ok(guard) => guard.privacy.clone(),
+            Err(poisoned) => poisoned.into_inner().privacy.clone(),
+        };
+        privacy.harden(&catalog)
+    }
+
+    /// Replaces the catalog (hardened first) and raises the privacy floor with it.
     pub fn replace(&self, catalog: Catalog) {
-        let catalog = Arc::new(catalog);
-        match self.0.write() {
-            Ok(mut guard) => *guard = catalog,
-            Err(poisoned) => *poisoned.into_inner() = catalog,
-        }
+        let mut guard = match self.0.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let catalog = guard.privacy.harden(&catalog);
+        guard.privacy.raise(&catalog);
+        guard.catalog = Arc::new(catalog);
     }
 }
 
@@ -659,6 +818,103 @@ mod tests {
         assert!(reader.current().is_empty());
         handle.replace(reference());
         assert_eq!(reader.current().len(), 19);
+    }
+
+    fn hidden(c: &Catalog, uid: &str) -> Vec<String> {
+        ct(c, uid)
+            .attributes
+            .iter()
+            .filter(|a| !a.is_public())
+            .map(|a| a.name.clone())
+            .collect()
+    }
+
+    fn order_schema(options: &str, extra_attrs: &str) -> String {
+        format!(
+            r#"{{"api::order.order": {{"kind":"collectionType","collectionName":"orders",
+                "info":{{"singularName":"order","pluralName":"orders"}},
+                "options": {options},
+                "attributes":{{"title":{{"type":"string"}},"internalNote":{{"type":"text"}},
+                  "customerPhone":{{"type":"string"}},{extra_attrs}
+                  "createdAt":{{"type":"datetime"}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn options_private_attributes_and_truthy_private_flags_hide_attributes() {
+        let json = order_schema(
+            r#"{"draftAndPublish":false,"privateAttributes":["internalNote","customerPhone"]}"#,
+            r#""a":{"type":"string","private":"true"},"b":{"type":"string","private":1},
+               "c":{"type":"string","private":{}},"d":{"type":"string","private":0},
+               "e":{"type":"string","private":""},"f":{"type":"string","private":null},
+               "g":{"type":"string","private":false},"#,
+        );
+        let c = parse_schema(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            hidden(&c, "api::order.order"),
+            ["internalNote", "customerPhone", "a", "b", "c"]
+        );
+        // A single name instead of a list fails closed; another shape is ignored.
+        let one = parse_schema(&order_schema(r#"{"privateAttributes":"internalNote"}"#, ""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hidden(&one, "api::order.order"), ["internalNote"]);
+        let odd = parse_schema(&order_schema(r#"{"privateAttributes":5}"#, ""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(hidden(&odd, "api::order.order").is_empty());
+    }
+
+    #[test]
+    fn the_handle_applies_site_wide_private_attributes() {
+        let handle = CatalogHandle::with_private_attributes(["createdAt", "title"]);
+        let parsed = parse_schema(&order_schema("{}", "")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(hidden(&parsed, "api::order.order").is_empty());
+        let hardened = handle.harden(parsed.clone());
+        assert_eq!(
+            hidden(&hardened, "api::order.order"),
+            ["title", "createdAt"]
+        );
+        handle.replace(parsed);
+        assert_eq!(*handle.current(), hardened);
+        // Every content type, Strapi's own included.
+        let reference = handle.harden(reference());
+        assert!(hidden(&reference, "api::chat.chat").contains(&"createdAt".to_owned()));
+    }
+
+    #[test]
+    fn a_replayed_older_schema_never_makes_a_private_attribute_public_again() {
+        let handle = CatalogHandle::default();
+        let v2 = parse_schema(&order_schema(
+            r#"{"privateAttributes":["customerPhone"]}"#,
+            "",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let v1 = parse_schema(&order_schema("{}", "")).unwrap_or_else(|e| panic!("{e}"));
+        handle.replace(v2.clone());
+        // The older schema, hardened, equals what is held: nothing to reload.
+        assert_eq!(handle.harden(v1.clone()), v2);
+        handle.replace(v1);
+        assert_eq!(
+            hidden(&handle.current(), "api::order.order"),
+            ["customerPhone"]
+        );
+        // Privacy added later is kept too, and the floor holds across further schemas.
+        let v3 = parse_schema(&order_schema(
+            r#"{"privateAttributes":["internalNote"]}"#,
+            "",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        handle.replace(v3);
+        let v4 = parse_schema(&order_schema("{}", "")).unwrap_or_else(|e| panic!("{e}"));
+        handle.replace(v4);
+        assert_eq!(
+            hidden(&handle.current(), "api::order.order"),
+            ["internalNote", "customerPhone"]
+        );
+        // A new handle (a restart) reads the schema as it is.
+        let fresh = CatalogHandle::new(
+            parse_schema(&order_schema("{}", "")).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(hidden(&fresh.current(), "api::order.order").is_empty());
     }
 
     #[test]

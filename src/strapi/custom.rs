@@ -5,10 +5,17 @@
 //! {"emit":"api::message.message.someCustomAction","data":{"x":1}}
 //! {"raw":"customEvent","data":{"x":1},"room":"Public"}
 //! ```
+//!
+//! `pg_logical_emit_message` may be called by any database role unless a superuser revokes it,
+//! so a message from the stream ([`CustomMessage::parse_logical`]) may not pose as a data event
+//! (`create`, `update`, `delete`, `publish`, `unpublish`, `createOrUpdate`) unless
+//! `[messages] allow_data_actions` says so. No custom message may name an `admin::` content
+//! type: those are never emitted.
 
 use serde::Deserialize;
 
-use super::{Payload, PayloadError};
+use super::catalog::is_admin_uid;
+use super::{Action, Payload, PayloadError};
 
 /// A parsed custom message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +65,14 @@ pub enum CustomError {
     /// `data` could not be re-serialized.
     #[error("data: {0}")]
     Data(#[from] PayloadError),
+    /// `emit` names an `admin::` content type.
+    #[error("{0:?} is an admin:: content type (admin users, roles, API tokens): never emitted")]
+    AdminType(String),
+    /// A message from the database poses as a data event.
+    #[error(
+        "{0:?} is a data action, which only row changes send (set [messages] allow_data_actions = true to let messages send it)"
+    )]
+    DataAction(String),
 }
 
 #[derive(Deserialize)]
@@ -92,6 +107,9 @@ impl CustomMessage {
                     return Err(CustomError::RoomOnEmit);
                 }
                 let (uid, action) = split_emit(&emit)?;
+                if is_admin_uid(&uid) {
+                    return Err(CustomError::AdminType(uid));
+                }
                 Ok(CustomMessage::Emit { uid, action, data })
             }
             (None, Some(event)) => {
@@ -112,6 +130,36 @@ impl CustomMessage {
             }
             _ => Err(CustomError::Kind),
         }
+    }
+}
+
+impl CustomMessage {
+    /// Parses a message that came through `pg_logical_emit_message`. Unless
+    /// `allow_data_actions`, an `emit` with a data action and a `raw` event named
+    /// `<anything>:<data action>` are refused ([`CustomError::DataAction`]): any role that may
+    /// call the function could otherwise forge a `message:create` for every reader.
+    pub fn parse_logical(
+        bytes: &[u8],
+        allow_data_actions: bool,
+    ) -> Result<CustomMessage, CustomError> {
+        let message = CustomMessage::parse(bytes)?;
+        if !allow_data_actions && let Some(name) = message.data_action_name() {
+            return Err(CustomError::DataAction(name.to_owned()));
+        }
+        Ok(message)
+    }
+
+    /// The event name when this message would look like a data event: an `emit` whose action
+    /// is a data action, or a `raw` event named `<anything>:<data action>`.
+    pub fn data_action_name(&self) -> Option<&str> {
+        let (name, action) = match self {
+            CustomMessage::Emit { action, .. } => (action.as_str(), action.as_str()),
+            CustomMessage::Raw { event, .. } => (event.as_str(), event.rsplit_once(':')?.1),
+        };
+        Action::DATA
+            .iter()
+            .any(|a| a.as_str() == action)
+            .then_some(name)
     }
 }
 
@@ -172,6 +220,55 @@ mod tests {
                 other => panic!("{text}: unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn messages_from_the_database_cannot_pose_as_data_events_unless_allowed() {
+        let forged = [
+            r#"{"emit":"api::message.message.create","data":{"data":{"id":1}}}"#,
+            r#"{"emit":"api::message.message.createOrUpdate"}"#,
+            r#"{"raw":"message:update","data":1,"room":"Public"}"#,
+            r#"{"raw":"anything:unpublish"}"#,
+        ];
+        for text in forged {
+            match CustomMessage::parse_logical(text.as_bytes(), false) {
+                Err(CustomError::DataAction(name)) => {
+                    assert!(!name.is_empty(), "{text}");
+                }
+                other => panic!("{text}: expected a refusal, got {other:?}"),
+            }
+            assert!(
+                CustomMessage::parse_logical(text.as_bytes(), true).is_ok(),
+                "{text} is allowed when configured"
+            );
+        }
+        for fine in [
+            r#"{"emit":"api::message.message.someCustomAction"}"#,
+            r#"{"emit":"api::message.message.created"}"#,
+            r#"{"raw":"create"}"#,
+            r#"{"raw":"message:typing"}"#,
+        ] {
+            assert!(
+                CustomMessage::parse_logical(fine.as_bytes(), false).is_ok(),
+                "{fine}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_content_types_are_never_emitted() {
+        // Strapi's admin uids have no dot after the scope, so they never split as a uid…
+        for text in [
+            r#"{"emit":"admin::api-token.create"}"#,
+            r#"{"emit":"admin::user.someCustomAction","data":1}"#,
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        // …and a dotted admin:: uid is refused as such.
+        assert!(matches!(
+            parse(r#"{"emit":"admin::api-token.api-token.someCustomAction"}"#),
+            Err(CustomError::AdminType(uid)) if uid == "admin::api-token.api-token"
+        ));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! (`message`). A singularName is looked up among the site's `api::` types first (the plugin's
 //! `contentTypes` keys were API names, which only `api::` types have), then among all types;
 //! two matches at the same step make the key ambiguous, and the uid must be written instead.
-//! `"*"` selects every `api::` type: Strapi's own `plugin::` and `admin::` types (users, API
-//! tokens, admin users, files) only emit when named by uid.
+//! `"*"` selects every `api::` type: Strapi's own `plugin::` types (users, files) only emit
+//! when named. `admin::` types (admin users, roles, API and transfer tokens with their key
+//! hashes) never emit, even when named: Strapi's content API never exposes them; such a key is
+//! left out with a warning (and `check` lists it).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,7 +16,7 @@ use std::fmt::Write as _;
 use crate::config::{ActionFilter, ContentTypesConfig};
 
 use super::Action;
-use super::catalog::{Catalog, ContentType};
+use super::catalog::{Catalog, ContentType, is_admin_uid};
 
 /// Actions as a bit set, bit `i` = `Action::DATA[i]`, then `find` and `findOne`.
 type ActionSet = u16;
@@ -55,6 +57,9 @@ pub(crate) enum Filter {
 impl Filter {
     /// Whether `action` on `ct` produces an event. Custom actions are never filtered here.
     pub(crate) fn wants(&self, ct: &ContentType, action: &Action) -> bool {
+        if ct.is_admin() {
+            return false;
+        }
         match self {
             Filter::Nothing => false,
             Filter::AllApi => ct.is_api(),
@@ -64,6 +69,9 @@ impl Filter {
 
     /// Whether any action of `ct` produces events (its table must be in the publication).
     pub(crate) fn selects(&self, ct: &ContentType) -> bool {
+        if ct.is_admin() {
+            return false;
+        }
         match self {
             Filter::Nothing => false,
             Filter::AllApi => ct.is_api(),
@@ -100,11 +108,31 @@ pub(crate) fn resolve(cfg: &ContentTypesConfig, catalog: &Catalog) -> (Filter, V
                 .fold(0, |acc, b| acc | b),
         };
         match lookup(key, catalog) {
+            Ok(uid) if is_admin_uid(&uid) => tracing::warn!(
+                %key,
+                %uid,
+                "content_types names an admin:: content type: it is never emitted (Strapi's content API never exposes admin users or API tokens); remove the key"
+            ),
             Ok(uid) => *map.entry(uid).or_default() |= set,
             Err(problem) => problems.push(problem),
         }
     }
     (Filter::Some(map), problems)
+}
+
+/// The `content_types` keys that name `admin::` content types, with their uids: never
+/// emitted, for `check` to report.
+pub(crate) fn admin_keys(cfg: &ContentTypesConfig, catalog: &Catalog) -> Vec<(String, String)> {
+    let ContentTypesConfig::Some(entries) = cfg else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|(key, _)| match lookup(key, catalog) {
+            Ok(uid) if is_admin_uid(&uid) => Some((key.clone(), uid)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn lookup(key: &str, catalog: &Catalog) -> Result<String, KeyProblem> {
@@ -210,6 +238,12 @@ impl ContentTypeFilter {
             }
     }
 
+    /// The `content_types` keys that name `admin::` content types (never emitted), with
+    /// their uids.
+    pub fn admin_keys(catalog: &Catalog, cfg: &ContentTypesConfig) -> Vec<(String, String)> {
+        admin_keys(cfg, catalog)
+    }
+
     /// The data actions of `ct` that produce events.
     pub fn actions_for(&self, ct: &ContentType) -> Vec<String> {
         Action::DATA
@@ -217,5 +251,42 @@ impl ContentTypeFilter {
             .filter(|a| self.0.wants(ct, a))
             .map(|a| a.as_str().to_owned())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strapi::catalog::parse_schema;
+
+    #[test]
+    fn admin_types_never_emit_even_when_named() {
+        let catalog = parse_schema(include_str!(
+            "../../tests/fixtures/strapi4-content-types-schema.json"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = ContentTypesConfig::Some(vec![
+            ("admin::api-token".to_owned(), ActionFilter::All),
+            ("transfer-token".to_owned(), ActionFilter::All),
+            ("message".to_owned(), ActionFilter::All),
+        ]);
+        let (filter, problems) = resolve(&cfg, &catalog);
+        assert!(problems.is_empty(), "{problems:?}");
+        let ct = |uid: &str| catalog.by_uid(uid).unwrap_or_else(|| panic!("{uid}"));
+        for uid in ["admin::api-token", "admin::transfer-token", "admin::user"] {
+            assert!(!filter.selects(ct(uid)), "{uid}");
+            assert!(!filter.wants(ct(uid), &Action::Create), "{uid}");
+        }
+        assert!(filter.wants(ct("api::message.message"), &Action::Create));
+        assert_eq!(
+            admin_keys(&cfg, &catalog),
+            [
+                ("admin::api-token".to_owned(), "admin::api-token".to_owned()),
+                (
+                    "transfer-token".to_owned(),
+                    "admin::transfer-token".to_owned()
+                )
+            ]
+        );
     }
 }

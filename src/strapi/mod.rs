@@ -24,7 +24,7 @@ pub use action::Action;
 pub use catalog::{Catalog, CatalogError, CatalogHandle, ContentType, Kind};
 pub use filter::ContentTypeFilter;
 pub use model::{Model, ModelConfig, ModelError};
-pub use payload::{Payload, PayloadError};
+pub use payload::{Payload, PayloadError, limit_event, limit_raw};
 
 use crate::lsn::Lsn;
 use crate::pgoutput::{PgTimestamp, Relation, RowOp};

@@ -57,6 +57,8 @@ pub struct ModelConfig {
     pub content_types: ContentTypesConfig,
     /// Prefix of the logical messages that carry custom emits.
     pub message_prefix: String,
+    /// Whether those messages may send data actions (`create`…); refused otherwise.
+    pub allow_data_actions: bool,
     /// The PostgreSQL schema Strapi's tables are in; tables elsewhere are ignored.
     pub schema: String,
     /// The publication the slot streams; content tables missing from it are added after a
@@ -70,6 +72,7 @@ impl ModelConfig {
         ModelConfig {
             content_types: config.content_types.clone(),
             message_prefix: config.message_prefix.clone(),
+            allow_data_actions: config.allow_data_actions,
             schema: config.database.schema.clone(),
             publication: config.database.publication.clone(),
         }
@@ -650,7 +653,7 @@ impl Model {
     fn reload(&mut self, value: &Bytes) -> Step {
         let text = String::from_utf8_lossy(value);
         let catalog = match parse_schema(&text) {
-            Ok(c) => c,
+            Ok(c) => self.handle.harden(c),
             Err(e) => {
                 tracing::warn!("{e}; the previous content-type catalog stays in use");
                 return Step::Done;
@@ -702,7 +705,7 @@ impl Model {
         } else {
             m.lsn
         };
-        match CustomMessage::parse(&m.content) {
+        match CustomMessage::parse_logical(&m.content, self.cfg.allow_data_actions) {
             Ok(CustomMessage::Emit { uid, action, data }) => match self.catalog.by_uid(&uid) {
                 Some(ct) => out.push(ModelOutput::Event(StrapiEvent {
                     content_type: ct.clone(),
@@ -724,7 +727,7 @@ impl Model {
             Err(e) => tracing::warn!(
                 lsn = %m.lsn,
                 prefix = %m.prefix,
-                "malformed custom message ignored: {e}"
+                "custom message ignored: {e}"
             ),
         }
     }

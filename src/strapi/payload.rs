@@ -4,15 +4,22 @@
 //! `populate`: `{"data":{"id":1,"attributes":{...}},"meta":{}}`. [`EntryBuilder`] writes it
 //! straight into one `String`, attribute by attribute, with the value rules of
 //! [`format`](mod@super::format).
+//!
+//! A data event whose payload is larger than `[io] max_event_bytes` goes out with the entry's
+//! id only (and `documentId` where the payload has one) and `"truncated": true` in `meta`
+//! ([`limit_event`]); clients refetch the entry. A custom message that large has no id to keep
+//! and is not sent ([`limit_raw`]).
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::catalog::AttributeType;
 use super::format::{self, ValueProblem};
+use super::{RawEmit, StrapiEvent};
 
 /// Serialized JSON, shared cheaply (`Arc`) between every room and socket an event goes to.
 #[derive(Clone)]
@@ -37,6 +44,55 @@ impl Payload {
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         self.0.get()
+    }
+
+    /// Size of the JSON text in bytes.
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    /// Never true: the smallest JSON value has one byte.
+    pub fn is_empty(&self) -> bool {
+        self.0.get().is_empty()
+    }
+
+    /// The entry with its id only (and `documentId` where this payload has one), `meta`
+    /// saying `"truncated": true`; the Strapi 4 shape keeps an empty `attributes`. `id` is
+    /// used when the payload has none.
+    pub fn truncated(&self, id: i64) -> Result<Payload, PayloadError> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            data: Option<Entry<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Entry<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+            #[serde(borrow, rename = "documentId")]
+            document_id: Option<&'a RawValue>,
+            attributes: Option<IgnoredAny>,
+        }
+        let head = serde_json::from_str::<Head<'_>>(self.as_str())
+            .ok()
+            .and_then(|h| h.data);
+        let mut out = String::with_capacity(96);
+        match head.as_ref().and_then(|e| e.id) {
+            Some(raw) => {
+                let _ = write!(out, "{{\"data\":{{\"id\":{}", raw.get());
+            }
+            None => {
+                let _ = write!(out, "{{\"data\":{{\"id\":{id}");
+            }
+        }
+        if let Some(doc) = head.as_ref().and_then(|e| e.document_id) {
+            let _ = write!(out, ",\"documentId\":{}", doc.get());
+        }
+        if head.as_ref().is_none_or(|e| e.attributes.is_some()) {
+            out.push_str(",\"attributes\":{}");
+        }
+        out.push_str("},\"meta\":{\"truncated\":true}}");
+        Payload::from_json(out)
     }
 
     /// Parsed back into a value (tests, handlers).
@@ -126,6 +182,58 @@ pub(crate) fn id_only(id: i64) -> Result<Payload, PayloadError> {
     EntryBuilder::new(id, 64).finish()
 }
 
+/// `event` as it may go out under `max_bytes`: whole when it fits, a data event with its id
+/// only when it does not, and `None` (not sent, logged) for a custom emit that does not.
+pub fn limit_event(mut event: StrapiEvent, max_bytes: usize) -> Option<StrapiEvent> {
+    let size = event.payload.len();
+    if size <= max_bytes {
+        return Some(event);
+    }
+    let Some(id) = event.entry_id else {
+        tracing::warn!(
+            uid = %event.content_type.uid,
+            action = %event.action,
+            bytes = size,
+            max_event_bytes = max_bytes,
+            "custom emit larger than io.max_event_bytes not sent"
+        );
+        return None;
+    };
+    match event.payload.truncated(id) {
+        Ok(payload) => {
+            tracing::warn!(
+                uid = %event.content_type.uid,
+                entry = id,
+                bytes = size,
+                max_event_bytes = max_bytes,
+                "event payload larger than io.max_event_bytes: sent with the id only"
+            );
+            event.payload = payload;
+            Some(event)
+        }
+        // Cannot happen (the text above is valid JSON); never send the large payload.
+        Err(e) => {
+            tracing::error!(uid = %event.content_type.uid, entry = id, "truncated payload not built: {e}");
+            None
+        }
+    }
+}
+
+/// Whether a `raw` message fits in `max_bytes`; one that does not is logged and not sent.
+pub fn limit_raw(raw: &RawEmit, max_bytes: usize) -> bool {
+    let size = raw.data.len();
+    if size > max_bytes {
+        tracing::warn!(
+            event = %raw.event,
+            bytes = size,
+            max_event_bytes = max_bytes,
+            "raw message larger than io.max_event_bytes not sent"
+        );
+        return false;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +276,40 @@ mod tests {
         assert_eq!(
             wrapped,
             r#"["message:create",{"data":{"id":1,"attributes":{}},"meta":{}}]"#
+        );
+    }
+
+    #[test]
+    fn a_truncated_payload_keeps_the_id_and_document_id() {
+        let v4 = Payload::from_json(
+            r#"{"data":{"id":7,"attributes":{"body":"xxxxxxxx"}},"meta":{}}"#.to_owned(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            v4.truncated(7)
+                .map(|p| p.as_str().to_owned())
+                .ok()
+                .as_deref(),
+            Some(r#"{"data":{"id":7,"attributes":{}},"meta":{"truncated":true}}"#)
+        );
+        let v5 = Payload::from_json(
+            r#"{"data":{"id":7,"documentId":"abc123","body":"xxxxxxxx"},"meta":{}}"#.to_owned(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            v5.truncated(7)
+                .map(|p| p.as_str().to_owned())
+                .ok()
+                .as_deref(),
+            Some(r#"{"data":{"id":7,"documentId":"abc123"},"meta":{"truncated":true}}"#)
+        );
+        let odd = Payload::from_json("[1,2]".to_owned()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            odd.truncated(9)
+                .map(|p| p.as_str().to_owned())
+                .ok()
+                .as_deref(),
+            Some(r#"{"data":{"id":9,"attributes":{}},"meta":{"truncated":true}}"#)
         );
     }
 

@@ -26,6 +26,7 @@ fn cfg(content_types: ContentTypesConfig) -> ModelConfig {
     ModelConfig {
         content_types,
         message_prefix: "strapi-io".to_owned(),
+        allow_data_actions: false,
         schema: "public".to_owned(),
         publication: "strapi_io".to_owned(),
     }
@@ -992,15 +993,26 @@ fn custom_emits_become_events_and_raws_raw_messages() {
     assert_eq!(e.payload.as_str(), r#"{"x":1}"#);
     assert_eq!(e.commit_lsn, Lsn(0x3000));
 
-    let out = step(
-        &mut m,
+    // A message may not pose as a data event (any database role may send one)…
+    let forged = || {
         logical(
             "strapi-io",
             r#"{"emit":"api::chat.chat.create","data":null}"#,
             true,
-        ),
+        )
+    };
+    assert!(step(&mut m, forged()).is_empty());
+    let raw_forged = logical("strapi-io", r#"{"raw":"chat:create","data":null}"#, true);
+    assert!(step(&mut m, raw_forged).is_empty());
+    // …unless the configuration allows it.
+    let mut allowing = cfg(ContentTypesConfig::Unset);
+    allowing.allow_data_actions = true;
+    let mut trusting = Model::new(allowing, CatalogHandle::new(reference_catalog()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        one_event(&step(&mut trusting, forged())).action,
+        Action::Create
     );
-    assert_eq!(one_event(&out).action, Action::Create);
 
     let out = step(
         &mut m,
