@@ -49,6 +49,20 @@ pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
 pub const DEFAULT_MESSAGE_PREFIX: &str = "strapi_io";
 /// How long a webhook handler may take before the client's ack carries an error.
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+/// Client events with a handler one socket may send per second, on average. A person types,
+/// clicks and scrolls at well under this rate; a script looping `emit` is held to it.
+pub const DEFAULT_CLIENT_EVENTS_PER_SECOND: u32 = 10;
+/// Client events one socket may send in a burst above the rate (a page that sends a few at
+/// load).
+pub const DEFAULT_CLIENT_EVENTS_BURST: u32 = 20;
+/// Webhook calls in flight at once over all sockets; more are refused at once (the ack says
+/// so) instead of queuing without bound in front of Strapi.
+pub const DEFAULT_WEBHOOK_MAX_IN_FLIGHT: usize = 64;
+/// The largest webhook answer read, in bytes; it becomes an acknowledgement a client receives,
+/// so it is held to the size a client may send (`io.max_payload_bytes`' default).
+pub const DEFAULT_WEBHOOK_MAX_RESPONSE_BYTES: usize = 1_000_000;
+/// The shortest webhook secret accepted: 16 bytes leaves no room for guessing.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
 /// Largest event payload sent whole (1 MiB). Above it a data event goes out with its id only
 /// and `"truncated": true` in `meta`: a Strapi entry's scalar fields rarely come near it, while
 /// a pasted base64 image in rich text would otherwise be copied into every socket's queue.
@@ -176,6 +190,32 @@ pub struct RawConfig {
     /// `[proxy]`
     #[serde(default)]
     pub proxy: RawProxy,
+    /// `[webhooks]`
+    #[serde(default)]
+    pub webhooks: RawWebhooks,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[webhooks]`: what every webhook handler shares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    /// HMAC key of `X-Strapi-IO-Signature`; `STRAPI_IO_WEBHOOK_SECRET` overrides.
+    pub secret: Option<String>,
+    /// Calls in flight at once, over all sockets.
+    pub max_in_flight: Option<usize>,
+    /// Largest answer read, in bytes.
+    pub max_response_bytes: Option<usize>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `"public"`, `"admin"` or `"off"`.
+    pub access: Option<String>,
 }
 
 /// `[strapi]`: what Strapi keeps in code rather than in the database.
@@ -242,6 +282,14 @@ pub struct RawIo {
     pub cors: Option<RawCors>,
     /// Rooms clients may join and leave themselves (`join-room` / `leave-room`).
     pub joinable_rooms: Option<Vec<String>>,
+    /// Largest WebSocket message a client may send, in bytes.
+    pub ws_max_message_bytes: Option<usize>,
+    /// Largest WebSocket frame a client may send, in bytes.
+    pub ws_max_frame_bytes: Option<usize>,
+    /// Client events with a handler per socket and second.
+    pub client_events_per_second: Option<u32>,
+    /// Client events per socket allowed in a burst.
+    pub client_events_burst: Option<u32>,
 }
 
 /// `[io.cors]`
@@ -541,7 +589,8 @@ pub struct DatabaseConfig {
     pub pg: tokio_postgres::Config,
     /// TLS policy.
     pub ssl_mode: SslMode,
-    /// Extra trusted root certificates (`sslrootcert=` in the URL), PEM.
+    /// The trusted root certificates (`sslrootcert=` in the URL): a PEM file, or `system` for
+    /// the public roots (see [`crate::pg::tls`]).
     pub ssl_root_cert: Option<PathBuf>,
     /// Replication slot.
     pub slot: String,
@@ -849,6 +898,61 @@ pub struct Config {
     pub strapi: StrapiConfig,
     /// `[proxy]`; `None` when no upstream is configured (the proxy is off).
     pub proxy: Option<ProxyConfig>,
+    /// Size and rate limits of what clients send, webhook safeguards, `/metrics` access.
+    pub limits: IoLimits,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the port (the default; keep the port private or use `admin`).
+    Public,
+    /// Only requests with `Authorization: Bearer <admin token>`.
+    Admin,
+    /// No `/metrics` route.
+    Off,
+}
+
+/// What bounds the work and memory a client (or anyone reaching the port) can cause, and what
+/// protects webhook targets. `Default` is the documented defaults without a webhook secret.
+#[derive(Debug, Clone)]
+pub struct IoLimits {
+    /// `[io] ws_max_message_bytes`: a larger WebSocket message closes the connection.
+    pub ws_max_message_bytes: usize,
+    /// `[io] ws_max_frame_bytes`: a larger WebSocket frame closes the connection.
+    pub ws_max_frame_bytes: usize,
+    /// `[io] max_payload_bytes` again: the largest `POST /io/emit` / `/io/raw` body.
+    pub http_max_body_bytes: usize,
+    /// `[io] client_events_per_second`: the refill rate of each socket's event allowance.
+    pub client_events_per_second: u32,
+    /// `[io] client_events_burst`: the allowance's size.
+    pub client_events_burst: u32,
+    /// `[webhooks] secret` / `STRAPI_IO_WEBHOOK_SECRET`: the HMAC key webhook requests are
+    /// signed with; required when a webhook handler is configured.
+    pub webhook_secret: Option<Secret>,
+    /// `[webhooks] max_in_flight`.
+    pub webhook_max_in_flight: usize,
+    /// `[webhooks] max_response_bytes`.
+    pub webhook_max_response_bytes: usize,
+    /// `[metrics] access`.
+    pub metrics: MetricsAccess,
+}
+
+impl Default for IoLimits {
+    fn default() -> Self {
+        let payload = usize::try_from(DEFAULT_MAX_PAYLOAD_BYTES).unwrap_or(usize::MAX);
+        IoLimits {
+            ws_max_message_bytes: payload,
+            ws_max_frame_bytes: payload,
+            http_max_body_bytes: payload,
+            client_events_per_second: DEFAULT_CLIENT_EVENTS_PER_SECOND,
+            client_events_burst: DEFAULT_CLIENT_EVENTS_BURST,
+            webhook_secret: None,
+            webhook_max_in_flight: DEFAULT_WEBHOOK_MAX_IN_FLIGHT,
+            webhook_max_response_bytes: DEFAULT_WEBHOOK_MAX_RESPONSE_BYTES,
+            metrics: MetricsAccess::Public,
+        }
+    }
 }
 
 /// `[strapi]`: Strapi settings that live in its code, not in the database.
@@ -876,20 +980,30 @@ pub struct ProxyConfig {
 impl Config {
     /// Applies the precedence and validates. The first problem found is returned.
     pub fn resolve(src: &Sources) -> Result<Config, ConfigError> {
+        let database = resolve_database(src)?;
+        let server = resolve_server(src)?;
+        let io = resolve_io(&src.file.io)?;
+        let auth = resolve_auth(src)?;
+        let content_types = resolve_content_types(src)?;
+        let message_prefix = resolve_prefix(&src.file.messages)?;
+        let admin_token = src
+            .var("STRAPI_IO_ADMIN_TOKEN")
+            .map(|(v, _)| v.to_owned())
+            .or_else(|| src.file.admin.token.clone())
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
+        let events = resolve_events(&src.file.events)?;
+        let limits = resolve_limits(src, &io, &events, admin_token.is_some())?;
         Ok(Config {
-            database: resolve_database(src)?,
-            server: resolve_server(src)?,
-            io: resolve_io(&src.file.io)?,
-            auth: resolve_auth(src)?,
-            content_types: resolve_content_types(src)?,
-            message_prefix: resolve_prefix(&src.file.messages)?,
-            admin_token: src
-                .var("STRAPI_IO_ADMIN_TOKEN")
-                .map(|(v, _)| v.to_owned())
-                .or_else(|| src.file.admin.token.clone())
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
-            events: resolve_events(&src.file.events)?,
+            database,
+            server,
+            io,
+            auth,
+            content_types,
+            message_prefix,
+            admin_token,
+            events,
+            limits,
             proxy: resolve_proxy(&src.file.proxy)?,
             allow_data_actions: src.file.messages.allow_data_actions.unwrap_or(false),
             strapi: resolve_strapi(src)?,
@@ -1100,6 +1214,21 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
             out
         }
     };
+    if let Some(c) = &raw.cors
+        && c.credentials == Some(true)
+        && c.origin
+            .clone()
+            .map(StringOrList::into_vec)
+            .is_some_and(|list| list.iter().any(|o| o == "*"))
+    {
+        return Err(ConfigError::invalid(
+            "io.cors.origin",
+            "\"*\" cannot be combined with io.cors.credentials = true (browsers refuse it, and \
+             allowing every origin with credentials would let any site act for your users): \
+             list the sites' origins, like origin = [\"https://www.example.com\"], or set \
+             credentials = false",
+        ));
+    }
     let cors = raw.cors.as_ref().map(|c| {
         let origins = match c.origin.clone().map(StringOrList::into_vec) {
             None => Some(Vec::new()),
@@ -1224,6 +1353,112 @@ fn resolve_proxy(raw: &RawProxy) -> Result<Option<ProxyConfig>, ConfigError> {
         upstream: upstream.trim_end_matches('/').to_owned(),
         api_prefix,
     }))
+}
+
+fn resolve_limits(
+    src: &Sources,
+    io: &IoConfig,
+    events: &[EventConfig],
+    admin_token: bool,
+) -> Result<IoLimits, ConfigError> {
+    let defaults = IoLimits::default();
+    let raw = &src.file.io;
+    let payload = usize::try_from(io.max_payload_bytes).unwrap_or(usize::MAX);
+    let positive = |v: Option<usize>, d: usize, key: &str| -> Result<usize, ConfigError> {
+        match v.unwrap_or(d) {
+            0 => Err(ConfigError::invalid(key, "must be greater than 0")),
+            v => Ok(v),
+        }
+    };
+    let ws_max_message_bytes =
+        positive(raw.ws_max_message_bytes, payload, "io.ws_max_message_bytes")?;
+    let ws_max_frame_bytes = positive(raw.ws_max_frame_bytes, payload, "io.ws_max_frame_bytes")?;
+    let client_events_per_second = raw
+        .client_events_per_second
+        .unwrap_or(defaults.client_events_per_second);
+    let client_events_burst = raw
+        .client_events_burst
+        .unwrap_or(defaults.client_events_burst);
+    if client_events_per_second == 0 || client_events_burst == 0 {
+        return Err(ConfigError::invalid(
+            "io.client_events_per_second / io.client_events_burst",
+            "must be greater than 0 (to ignore client events, configure no [[events]] for them)",
+        ));
+    }
+    let hooks = &src.file.webhooks;
+    let webhook_max_in_flight = positive(
+        hooks.max_in_flight,
+        defaults.webhook_max_in_flight,
+        "webhooks.max_in_flight",
+    )?;
+    let webhook_max_response_bytes = positive(
+        hooks.max_response_bytes,
+        defaults.webhook_max_response_bytes,
+        "webhooks.max_response_bytes",
+    )?;
+    let (webhook_secret, secret_key) = match src.var("STRAPI_IO_WEBHOOK_SECRET") {
+        Some((v, origin)) => (Some(v.to_owned()), origin),
+        None => (
+            hooks.secret.clone().filter(|s| !s.is_empty()),
+            "webhooks.secret".to_owned(),
+        ),
+    };
+    if let Some(secret) = &webhook_secret
+        && secret.len() < MIN_WEBHOOK_SECRET_BYTES
+    {
+        return Err(ConfigError::invalid(
+            secret_key,
+            format!(
+                "is {} bytes; use at least {MIN_WEBHOOK_SECRET_BYTES} random bytes, for example \
+                 the output of `openssl rand -hex 32`",
+                secret.len()
+            ),
+        ));
+    }
+    if webhook_secret.is_none()
+        && let Some(e) = events
+            .iter()
+            .find(|e| matches!(e.handler, EventHandler::Webhook { .. }))
+    {
+        return Err(ConfigError::invalid(
+            "webhooks.secret",
+            format!(
+                "the webhook handler of {:?} needs a secret to sign its requests with (so the \
+                 receiving route can trust the socket's userId): set STRAPI_IO_WEBHOOK_SECRET, \
+                 for example to the output of `openssl rand -hex 32`, and verify \
+                 X-Strapi-IO-Signature in the route (see the README)",
+                e.name
+            ),
+        ));
+    }
+    let metrics = match src.file.metrics.access.as_deref() {
+        None | Some("public") => MetricsAccess::Public,
+        Some("admin") if admin_token => MetricsAccess::Admin,
+        Some("admin") => {
+            return Err(ConfigError::invalid(
+                "metrics.access",
+                "\"admin\" needs the admin token: set STRAPI_IO_ADMIN_TOKEN (or [admin] token)",
+            ));
+        }
+        Some("off") => MetricsAccess::Off,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "metrics.access",
+                format!("unknown value {other:?}; use \"public\", \"admin\" or \"off\""),
+            ));
+        }
+    };
+    Ok(IoLimits {
+        ws_max_message_bytes,
+        ws_max_frame_bytes,
+        http_max_body_bytes: payload,
+        client_events_per_second,
+        client_events_burst,
+        webhook_secret: webhook_secret.map(Secret::new),
+        webhook_max_in_flight,
+        webhook_max_response_bytes,
+        metrics,
+    })
 }
 
 fn resolve_strapi(src: &Sources) -> Result<StrapiConfig, ConfigError> {

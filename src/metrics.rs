@@ -23,8 +23,18 @@ pub const SOCKETS_CONNECTED: &str = "strapi_io_sockets_connected";
 /// Gauge, label `room`: sockets in each role or token room (socket-id rooms left out).
 pub const ROOM_SOCKETS: &str = "strapi_io_room_sockets";
 /// Counter, labels `content_type` (singularName) and `action`: content-type events emitted
-/// (once per event, however many rooms and sockets it reached).
+/// (once per event, however many rooms and sockets it reached). Custom action names beyond
+/// the first [`MAX_CUSTOM_ACTION_LABELS`] are counted as `other`.
 pub const EVENTS_EMITTED: &str = "strapi_io_events_emitted";
+/// Counter, label `reason` (`rate_limited`, `webhooks_busy`): client events (and connection /
+/// disconnect webhooks) dropped by a limit.
+pub const CLIENT_EVENTS_DROPPED: &str = "strapi_io_client_events_dropped";
+/// Distinct custom action names given their own `action` label. Custom names come from
+/// whoever may emit (the database, the HTTP API); without a cap each new name would add a time
+/// series for good.
+pub const MAX_CUSTOM_ACTION_LABELS: usize = 32;
+/// The `action` label of custom actions past the cap.
+pub const OTHER_ACTION: &str = "other";
 /// Counter: custom `raw` messages emitted.
 pub const RAW_EMITTED: &str = "strapi_io_raw_emitted";
 /// Counter: messages a socket missed because its send buffer was full (one per socket and
@@ -83,6 +93,9 @@ struct Inner {
     events_dropped: Counter,
     connections_refused: Family<ReasonLabels, Counter>,
     webhook_failures: Family<WebhookLabels, Counter>,
+    client_events_dropped: Family<ReasonLabels, Counter>,
+    /// Custom action names that have a label of their own.
+    custom_actions: Mutex<std::collections::HashSet<String>>,
     lag_bytes: Gauge,
     lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     confirmed_lsn: Gauge,
@@ -120,6 +133,7 @@ impl Metrics {
         let events_dropped = Counter::default();
         let connections_refused = Family::<ReasonLabels, Counter>::default();
         let webhook_failures = Family::<WebhookLabels, Counter>::default();
+        let client_events_dropped = Family::<ReasonLabels, Counter>::default();
         let lag_bytes = Gauge::default();
         let lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let confirmed_lsn = Gauge::default();
@@ -161,6 +175,11 @@ impl Metrics {
             webhook_failures.clone(),
         );
         registry.register(
+            CLIENT_EVENTS_DROPPED,
+            "Client events and connection webhooks dropped by a limit, by reason",
+            client_events_dropped.clone(),
+        );
+        registry.register(
             REPLICATION_LAG_BYTES,
             "WAL bytes between the server's position and the confirmed position",
             lag_bytes.clone(),
@@ -200,6 +219,8 @@ impl Metrics {
             events_dropped,
             connections_refused,
             webhook_failures,
+            client_events_dropped,
+            custom_actions: Mutex::new(std::collections::HashSet::new()),
             lag_bytes,
             lag_seconds,
             confirmed_lsn,
@@ -222,11 +243,43 @@ impl Metrics {
 
     /// One content-type event went out.
     pub fn event_emitted(&self, content_type: &str, action: &str) {
+        let action = self.action_label(action);
         self.0
             .events_emitted
             .get_or_create(&EventLabels {
                 content_type: content_type.to_owned(),
-                action: action.to_owned(),
+                action,
+            })
+            .inc();
+    }
+
+    /// The label of an action: itself for data actions and for the first
+    /// [`MAX_CUSTOM_ACTION_LABELS`] custom names, else [`OTHER_ACTION`].
+    fn action_label(&self, action: &str) -> String {
+        if crate::config::DATA_ACTIONS.contains(&action) {
+            return action.to_owned();
+        }
+        let mut seen = match self.0.custom_actions.lock() {
+            Ok(seen) => seen,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.contains(action) {
+            return action.to_owned();
+        }
+        if seen.len() < MAX_CUSTOM_ACTION_LABELS && action != OTHER_ACTION {
+            seen.insert(action.to_owned());
+            return action.to_owned();
+        }
+        OTHER_ACTION.to_owned()
+    }
+
+    /// A client event (or a connection webhook) was dropped by a limit; `reason` is a short
+    /// fixed word.
+    pub fn client_event_dropped(&self, reason: &str) {
+        self.0
+            .client_events_dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }
@@ -347,5 +400,32 @@ mod tests {
         // A room that emptied disappears on the next scrape.
         let text = m.render(&health, 0, []).unwrap_or_else(|e| panic!("{e}"));
         assert!(!text.contains("room=\"Public\""), "{text}");
+    }
+
+    #[test]
+    fn custom_action_names_cannot_grow_the_labels_without_bound() {
+        let m = Metrics::new();
+        for i in 0..1000 {
+            m.event_emitted("message", &format!("custom{i}"));
+        }
+        m.event_emitted("message", "delete");
+        m.event_emitted("message", "custom0");
+        let text = m
+            .render(&Health::new(), 0, [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("strapi_io_events_emitted_total{"))
+            .collect();
+        // The first 32 custom names, `other` for the remaining 968, and `delete`.
+        assert_eq!(series.len(), MAX_CUSTOM_ACTION_LABELS + 2, "{text}");
+        for needle in [
+            "strapi_io_events_emitted_total{content_type=\"message\",action=\"custom0\"} 2",
+            "strapi_io_events_emitted_total{content_type=\"message\",action=\"custom31\"} 1",
+            "strapi_io_events_emitted_total{content_type=\"message\",action=\"other\"} 968",
+            "strapi_io_events_emitted_total{content_type=\"message\",action=\"delete\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+        }
     }
 }

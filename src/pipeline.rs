@@ -76,6 +76,7 @@ pub async fn run(
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
             proxy,
+            limits: cfg.limits.clone(),
         },
         access.handle(),
         catalog,

@@ -166,3 +166,50 @@ async fn errors_say_what_to_fix() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn verify_ca_trusts_only_its_sslrootcert() {
+    let cluster = TempCluster::shared_tls();
+    let db = TestDb::new(cluster);
+    let port = cluster.port();
+    let name = db.name();
+    let base = format!("postgres://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{port}/{name}");
+
+    // A CA that did not sign the server's certificate.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, params.self_signed(&key).expect("a CA").pem()).expect("write");
+    let err = pg::connect(&config(&format!(
+        "{base}?sslmode=verify-ca&sslrootcert={}",
+        other.display()
+    )))
+    .await
+    .expect_err("the server's CA is not the one given");
+    assert!(
+        err.to_string().contains("not signed by a trusted root"),
+        "{err}"
+    );
+
+    // Without sslrootcert, verify-ca has nothing of its own to trust: refused before
+    // connecting, instead of trusting every public CA without a host-name check.
+    let err = pg::connect(&config(&format!("{base}?sslmode=verify-ca")))
+        .await
+        .expect_err("verify-ca needs sslrootcert");
+    assert!(
+        err.to_string()
+            .contains("sslmode=verify-ca: needs sslrootcert=/path/to/ca.pem"),
+        "{err}"
+    );
+    let err = pg::connect(&config(&format!(
+        "{base}?sslmode=verify-ca&sslrootcert=system"
+    )))
+    .await
+    .expect_err("public roots need verify-full");
+    assert!(
+        err.to_string().contains("needs sslmode=verify-full"),
+        "{err}"
+    );
+}

@@ -27,5 +27,8 @@ mod access;
 mod proxy;
 // Subscriptions: explicit mode, subscribe/unsubscribe acks, plugin 5.x names, revocation.
 mod subscriptions;
+// Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
+// and that every tests/*.rs is compiled.
+mod limits;
 // What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
 mod privacy;

@@ -202,6 +202,20 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+#[tokio::test]
+async fn the_bridges_own_paths_are_never_forwarded() {
+    let db = StrapiDb::new("").await;
+    let strapi = upstream().await;
+    let cfg = format!("{}[metrics]\naccess = \"off\"\n", config(strapi));
+    let bridge = Bridge::start(db.config(&cfg)).await;
+    assert_eq!(fetch(client().get(bridge.url("/metrics"))).await.0, 404);
+    assert_eq!(
+        fetch(client().get(bridge.url("/api/messages"))).await.0,
+        200
+    );
+    bridge.stop().await.unwrap();
+}
+
 fn config(upstream: SocketAddr) -> String {
     format!("content_types = \"*\"\n[proxy]\nupstream = \"http://{upstream}\"\n")
 }
@@ -289,6 +303,7 @@ async fn proxied_responses_equal_direct_ones_and_stream_both_ways() {
     let (status, _, body) = fetch(http.get(bridge.url("/healthz"))).await;
     assert_eq!((status, &body[..]), (200, &b"ok\n"[..]));
     assert_eq!(fetch(http.post(bridge.url("/io/emit"))).await.0, 404);
+    assert_eq!(fetch(http.get(bridge.url("/io/anything"))).await.0, 404);
 
     // A WebSocket on another path is tunnelled to Strapi.
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", bridge.addr))

@@ -295,7 +295,7 @@ fn unknown_actions_list_the_known_ones() {
 #[test]
 fn event_handlers_are_checked_at_start() {
     let cfg = resolve(&sources(
-        "[[events]]\nname = \"connection\"\nhandler = \"log\"\n\n[[events]]\nname = \"chat:typing\"\nhandler = \"relay\"\nrooms = [\"Authenticated\"]\n\n[[events]]\nname = \"order:place\"\nhandler = \"webhook\"\nurl = \"http://127.0.0.1:1337/api/orders/socket\"\n",
+        "[webhooks]\nsecret = \"0123456789abcdef0123\"\n\n[[events]]\nname = \"connection\"\nhandler = \"log\"\n\n[[events]]\nname = \"chat:typing\"\nhandler = \"relay\"\nrooms = [\"Authenticated\"]\n\n[[events]]\nname = \"order:place\"\nhandler = \"webhook\"\nurl = \"http://127.0.0.1:1337/api/orders/socket\"\n",
     ));
     assert_eq!(cfg.events.len(), 3);
     assert_eq!(
@@ -422,6 +422,18 @@ fn the_proxy_is_off_unless_an_http_upstream_is_given() {
 }
 
 #[test]
+fn cors_star_with_credentials_is_refused_naming_the_key_and_the_fix() {
+    for origin in ["\"*\"", "[\"http://a.example\", \"*\"]"] {
+        let err = resolve_err(&sources(&format!(
+            "[io.cors]\norigin = {origin}\ncredentials = true\n"
+        )));
+        assert!(err.starts_with("io.cors.origin: "), "{err}");
+        assert!(err.contains("credentials = false"), "{err}");
+        assert!(err.contains("origin = [\"https://"), "{err}");
+    }
+}
+
+#[test]
 fn read_actions_and_joinable_rooms_are_accepted() {
     let cfg = resolve(&sources(
         "[io]\njoinable_rooms = [\"lobby\"]\n[content_types]\nmessage = [\"find\", \"findOne\", \"create\"]\n",
@@ -438,6 +450,74 @@ fn read_actions_and_joinable_rooms_are_accepted() {
     assert!(err.contains("find, findOne"), "{err}");
     let err = resolve_err(&sources("[io]\njoinable_rooms = [\"sub:x\"]\n"));
     assert!(err.contains("io.joinable_rooms"), "{err}");
+}
+
+#[test]
+fn limits_have_the_documented_defaults() {
+    let cfg = resolve(&sources(""));
+    let l = &cfg.limits;
+    assert_eq!(l.ws_max_message_bytes, 1_000_000);
+    assert_eq!(l.ws_max_frame_bytes, 1_000_000);
+    assert_eq!(l.http_max_body_bytes, 1_000_000);
+    assert_eq!(l.client_events_per_second, 10);
+    assert_eq!(l.client_events_burst, 20);
+    assert_eq!(l.webhook_max_in_flight, 64);
+    assert_eq!(l.webhook_max_response_bytes, 1_000_000);
+    assert!(l.webhook_secret.is_none());
+    assert_eq!(l.metrics, MetricsAccess::Public);
+    // The WebSocket limits and the emit API's body follow io.max_payload_bytes.
+    let cfg = resolve(&sources("[io]\nmax_payload_bytes = 5000\n"));
+    assert_eq!(cfg.limits.ws_max_message_bytes, 5000);
+    assert_eq!(cfg.limits.http_max_body_bytes, 5000);
+    let cfg = resolve(&sources(
+        "[io]\nws_max_message_bytes = 7000\nws_max_frame_bytes = 3000\n\
+         client_events_per_second = 2\nclient_events_burst = 4\n\
+         [webhooks]\nmax_in_flight = 3\nmax_response_bytes = 100\n[metrics]\naccess = \"off\"\n",
+    ));
+    let l = &cfg.limits;
+    assert_eq!((l.ws_max_message_bytes, l.ws_max_frame_bytes), (7000, 3000));
+    assert_eq!((l.client_events_per_second, l.client_events_burst), (2, 4));
+    assert_eq!(
+        (l.webhook_max_in_flight, l.webhook_max_response_bytes),
+        (3, 100)
+    );
+    assert_eq!(l.metrics, MetricsAccess::Off);
+}
+
+#[test]
+fn webhooks_need_a_secret_and_metrics_admin_needs_the_admin_token() {
+    let hook = "[[events]]\nname = \"order:place\"\nhandler = \"webhook\"\nurl = \"http://127.0.0.1:1337/api/orders/socket\"\n";
+    let err = resolve_err(&sources(hook));
+    assert!(err.starts_with("webhooks.secret: "), "{err}");
+    assert!(err.contains("STRAPI_IO_WEBHOOK_SECRET"), "{err}");
+    assert!(err.contains("\"order:place\""), "{err}");
+
+    let err = resolve_err(&sources(&format!("[webhooks]\nsecret = \"short\"\n{hook}")));
+    assert!(err.contains("at least 16"), "{err}");
+
+    let mut src = sources(hook);
+    src.env = env(
+        &[("STRAPI_IO_WEBHOOK_SECRET", "0123456789abcdef0123")],
+        "the environment",
+    );
+    let cfg = resolve(&src);
+    assert_eq!(
+        cfg.limits.webhook_secret.as_ref().map(Secret::expose),
+        Some("0123456789abcdef0123")
+    );
+    assert!(!format!("{cfg:?}").contains("0123456789abcdef0123"));
+
+    let err = resolve_err(&sources("[metrics]\naccess = \"admin\"\n"));
+    assert!(err.starts_with("metrics.access: "), "{err}");
+    assert!(err.contains("STRAPI_IO_ADMIN_TOKEN"), "{err}");
+    let cfg = resolve(&sources(
+        "[metrics]\naccess = \"admin\"\n[admin]\ntoken = \"t\"\n",
+    ));
+    assert_eq!(cfg.limits.metrics, MetricsAccess::Admin);
+    let err = resolve_err(&sources("[metrics]\naccess = \"private\"\n"));
+    assert!(err.contains("\"public\", \"admin\" or \"off\""), "{err}");
+    let err = resolve_err(&sources("[io]\nclient_events_burst = 0\n"));
+    assert!(err.contains("greater than 0"), "{err}");
 }
 
 #[test]

@@ -4,12 +4,23 @@
 //! Event names are case-sensitive; client events without a handler are ignored (socketioxide
 //! drops them). Several entries with one name all run, in config order: logs and relays first,
 //! then webhooks, the first of which answers the client's acknowledgement if it asked for one.
+//!
+//! What a client can make the bridge do is bounded: each socket has an allowance of client
+//! events (a token bucket, `io.client_events_per_second` / `io.client_events_burst`); an event
+//! over it runs no handler, is counted, and its ack (if asked for) says so. Webhook calls in
+//! flight are capped over all sockets (`webhooks.max_in_flight`; more are refused at once, not
+//! queued), never follow redirects, and read at most `webhooks.max_response_bytes` of the answer.
+//! Every webhook request is signed (see [`signature`]) so the target can trust `socket.userId`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde::Serialize;
 use serde::ser::SerializeTuple;
@@ -22,7 +33,17 @@ use tracing::{info, warn};
 
 use super::Shared;
 use super::handshake::Session;
-use crate::config::{EventConfig, EventHandler};
+use crate::config::{EventConfig, EventHandler, IoLimits, Secret};
+
+/// The header carrying the request's Unix time in seconds, part of what is signed.
+pub const TIMESTAMP_HEADER: &str = "x-strapi-io-timestamp";
+/// The header carrying `sha256=<hex>`: see [`signature`].
+pub const SIGNATURE_HEADER: &str = "x-strapi-io-signature";
+
+/// The ack a client gets for an event over its allowance.
+const RATE_LIMITED: &str = "rate limited: too many events from this socket; try again later";
+/// The ack a client gets when every webhook slot is taken.
+const WEBHOOKS_BUSY: &str = "too many webhook calls in flight; try again later";
 
 /// Handlers by event, and the HTTP client webhooks use.
 pub(super) struct EventHandlers {
@@ -30,11 +51,54 @@ pub(super) struct EventHandlers {
     disconnect: Vec<EventHandler>,
     client: HashMap<String, Arc<[EventHandler]>>,
     webhook: Result<reqwest::Client, String>,
+    /// The key requests are signed with; `None` only where the configuration was built by hand
+    /// (the config refuses webhooks without a secret).
+    secret: Option<Secret>,
+    /// One permit per webhook call in flight.
+    in_flight: Arc<Semaphore>,
+    max_response_bytes: usize,
+    events_per_second: f64,
+    events_burst: f64,
+}
+
+/// `sha256=` and the hex HMAC-SHA256, keyed with the secret, of the timestamp header's value, a
+/// `.`, and the exact request body bytes. The receiver recomputes it over the raw body and
+/// compares in constant time, and refuses old timestamps (replays).
+pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        // HMAC takes keys of any length; this arm is unreachable.
+        return String::new();
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A socket's allowance of client events: `burst` at most, refilled at `per_second`.
+struct Allowance {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Allowance {
+    fn take(&mut self, per_second: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * per_second;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl EventHandlers {
     /// Groups the configured handlers by event name.
-    pub(super) fn new(config: &[EventConfig]) -> Self {
+    pub(super) fn new(config: &[EventConfig], limits: &IoLimits) -> Self {
         let mut connection = Vec::new();
         let mut disconnect = Vec::new();
         let mut client: HashMap<String, Vec<EventHandler>> = HashMap::new();
@@ -61,12 +125,27 @@ impl EventHandlers {
         {
             warn!(error = %e, "cannot build the webhook HTTP client; webhooks will fail");
         }
+        if any_webhook && limits.webhook_secret.is_none() {
+            warn!("webhook requests are not signed: no webhook secret is configured");
+        }
         EventHandlers {
             connection,
             disconnect,
             client: client.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
             webhook,
+            secret: limits.webhook_secret.clone(),
+            in_flight: Arc::new(Semaphore::new(
+                limits.webhook_max_in_flight.min(Semaphore::MAX_PERMITS),
+            )),
+            max_response_bytes: limits.webhook_max_response_bytes,
+            events_per_second: f64::from(limits.client_events_per_second),
+            events_burst: f64::from(limits.client_events_burst),
         }
+    }
+
+    /// A webhook slot, or `None` when `webhooks.max_in_flight` calls are running.
+    fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
     }
 }
 
@@ -82,6 +161,8 @@ pub(super) fn webhook_client() -> Result<reqwest::Client, String> {
         .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
+        // A redirect would re-send the signed body to wherever the target points.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| error_chain(&e))
 }
@@ -89,14 +170,40 @@ pub(super) fn webhook_client() -> Result<reqwest::Client, String> {
 /// Registers the socket's client-event and disconnect handlers. Called from the handshake,
 /// before CONNECT is sent, so no client event can arrive before its handler exists.
 pub(super) fn attach<A: Adapter>(shared: &Arc<Shared>, socket: &SocketRef<A>) {
+    // One allowance per socket, shared by all of its events.
+    let allowance = Arc::new(Mutex::new(Allowance {
+        tokens: shared.events.events_burst,
+        at: Instant::now(),
+    }));
     for (name, handlers) in &shared.events.client {
         let shared = shared.clone();
         let handlers = handlers.clone();
         let event = name.clone();
+        let allowance = allowance.clone();
         socket.on(
             name.clone(),
             move |s: SocketRef<A>, args: Args, ack: AckSender<A>| async move {
-                on_client_event(&shared, &event, &handlers, s, args, ack).await;
+                let allowed = {
+                    let events = &shared.events;
+                    let mut a = match allowance.lock() {
+                        Ok(a) => a,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    a.take(events.events_per_second, events.events_burst)
+                };
+                if allowed {
+                    on_client_event(&shared, &event, &handlers, s, args, ack).await;
+                } else {
+                    refuse(
+                        &shared,
+                        &event,
+                        "rate_limited",
+                        RATE_LIMITED,
+                        &s,
+                        &args,
+                        ack,
+                    );
+                }
             },
         );
     }
@@ -106,6 +213,26 @@ pub(super) fn attach<A: Adapter>(shared: &Arc<Shared>, socket: &SocketRef<A>) {
             on_disconnect(&shared, &s, reason);
         },
     );
+}
+
+/// Drops a client event: counted, logged at debug (a flood must not flood the log), and the
+/// ack, if the client asked for one, carries `{"error": text}`.
+fn refuse<A: Adapter>(
+    shared: &Shared,
+    event: &str,
+    reason: &'static str,
+    text: &str,
+    socket: &SocketRef<A>,
+    args: &Args,
+    ack: AckSender<A>,
+) {
+    shared.metrics.client_event_dropped(reason);
+    tracing::debug!(event, socket = %socket.id, reason, "client event dropped");
+    if args.wants_ack
+        && let Err(e) = ack.send(&serde_json::json!({ "error": text }))
+    {
+        tracing::debug!(event, socket = %socket.id, error = %e, "could not send the acknowledgement");
+    }
 }
 
 /// The `connection` handlers.
@@ -119,9 +246,12 @@ pub(super) fn on_connection<A: Adapter>(shared: &Arc<Shared>, socket: &SocketRef
             EventHandler::Log => {
                 info!(socket = %info.id, role = %info.role, user_id = ?info.user_id, "socket connected");
             }
-            EventHandler::Webhook { url, timeout } => {
-                spawn_webhook(shared, "connection", url, *timeout, &[], info.clone());
-            }
+            EventHandler::Webhook { url, timeout } => match shared.events.slot() {
+                Some(slot) => {
+                    spawn_webhook(shared, slot, "connection", url, *timeout, &[], info.clone());
+                }
+                None => shared.metrics.client_event_dropped("webhooks_busy"),
+            },
             EventHandler::Relay { .. } => {}
         }
     }
@@ -141,9 +271,12 @@ fn on_disconnect<A: Adapter>(
             EventHandler::Log => {
                 info!(socket = %info.id, role = %info.role, user_id = ?info.user_id, %reason, "socket disconnected");
             }
-            EventHandler::Webhook { url, timeout } => {
-                spawn_webhook(shared, "disconnect", url, *timeout, &[], info.clone());
-            }
+            EventHandler::Webhook { url, timeout } => match shared.events.slot() {
+                Some(slot) => {
+                    spawn_webhook(shared, slot, "disconnect", url, *timeout, &[], info.clone());
+                }
+                None => shared.metrics.client_event_dropped("webhooks_busy"),
+            },
             EventHandler::Relay { .. } => {}
         }
     }
@@ -190,9 +323,28 @@ async fn on_client_event<A: Adapter>(
         let EventHandler::Webhook { url, timeout } = h else {
             continue;
         };
+        let Some(slot) = shared.events.slot() else {
+            match ack.take() {
+                Some(ack) => refuse(
+                    shared,
+                    event,
+                    "webhooks_busy",
+                    WEBHOOKS_BUSY,
+                    &socket,
+                    &args,
+                    ack,
+                ),
+                None => {
+                    shared.metrics.client_event_dropped("webhooks_busy");
+                    tracing::debug!(event, socket = %info.id, "webhook not called: too many in flight");
+                }
+            }
+            continue;
+        };
         match ack.take() {
             Some(ack) => {
                 let answer = call_webhook(shared, event, url, *timeout, &args.values, &info).await;
+                drop(slot);
                 let res = match answer {
                     Ok(body) => ack.send(&body),
                     Err(e) => ack.send(&serde_json::json!({ "error": e })),
@@ -201,7 +353,15 @@ async fn on_client_event<A: Adapter>(
                     warn!(event, socket = %info.id, error = %e, "could not send the acknowledgement");
                 }
             }
-            None => spawn_webhook(shared, event, url, *timeout, &args.values, info.clone()),
+            None => spawn_webhook(
+                shared,
+                slot,
+                event,
+                url,
+                *timeout,
+                &args.values,
+                info.clone(),
+            ),
         }
     }
 }
@@ -236,8 +396,10 @@ struct WebhookBody<'a> {
     socket: &'a SocketInfo,
 }
 
+/// Calls a webhook in a task of its own, holding `slot` until the call ends.
 fn spawn_webhook(
     shared: &Arc<Shared>,
+    slot: OwnedSemaphorePermit,
     event: &str,
     url: &str,
     timeout: Duration,
@@ -251,6 +413,7 @@ fn spawn_webhook(
     tokio::spawn(async move {
         // Failures are logged and counted inside.
         let _ = call_webhook(&shared, &event, &url, timeout, &args, &info).await;
+        drop(slot);
     });
 }
 
@@ -264,7 +427,7 @@ async fn call_webhook(
     args: &[Box<RawValue>],
     info: &SocketInfo,
 ) -> Result<Box<RawValue>, String> {
-    let res = post(&shared.events.webhook, url, timeout, event, args, info).await;
+    let res = post(&shared.events, url, timeout, event, args, info).await;
     if let Err(e) = &res {
         shared.metrics.webhook_failed(event);
         warn!(event, socket = %info.id, reason = %e, "webhook failed");
@@ -273,21 +436,38 @@ async fn call_webhook(
 }
 
 async fn post(
-    client: &Result<reqwest::Client, String>,
+    hooks: &EventHandlers,
     url: &str,
     timeout: Duration,
     event: &str,
     args: &[Box<RawValue>],
     info: &SocketInfo,
 ) -> Result<Box<RawValue>, String> {
-    let client = client
+    let client = hooks
+        .webhook
         .as_ref()
         .map_err(|e| format!("webhook client unavailable: {e}"))?;
-    let body = WebhookBody {
+    let body = serde_json::to_vec(&WebhookBody {
         event,
         args,
         socket: info,
-    };
+    })
+    .map_err(|e| format!("cannot encode the webhook body: {e}"))?;
+    let mut request = client
+        .post(url)
+        .timeout(timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(secret) = &hooks.secret {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string();
+        let signature = signature(secret.expose(), &timestamp, &body);
+        request = request
+            .header(TIMESTAMP_HEADER, timestamp)
+            .header(SIGNATURE_HEADER, signature);
+    }
     let ms = timeout.as_millis();
     let failed = |e: reqwest::Error| {
         if e.is_timeout() {
@@ -296,18 +476,26 @@ async fn post(
             format!("webhook unreachable: {}", error_chain(&e.without_url()))
         }
     };
-    let response = client
-        .post(url)
-        .timeout(timeout)
-        .json(&body)
-        .send()
-        .await
-        .map_err(failed)?;
+    let mut response = request.body(body).send().await.map_err(failed)?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("webhook answered {status}"));
     }
-    let bytes = response.bytes().await.map_err(failed)?;
+    let max = hooks.max_response_bytes;
+    let too_big = || format!("webhook answer is larger than {max} bytes");
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+    {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if bytes.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return RawValue::from_string("null".to_owned()).map_err(|e| e.to_string());
     }

@@ -26,7 +26,7 @@ impl AdminToken {
         AdminToken(Sha256::digest(secret.expose().as_bytes()).into())
     }
 
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn matches(&self, headers: &HeaderMap) -> bool {
         let Some(given) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -63,6 +63,14 @@ impl IntoResponse for ApiError {
         }
         res
     }
+}
+
+/// 401 with `WWW-Authenticate: Bearer`.
+pub(super) fn unauthorized() -> ApiError {
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token".to_owned(),
+    )
 }
 
 fn bad(message: impl Into<String>) -> ApiError {

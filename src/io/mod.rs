@@ -35,11 +35,12 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 
 use crate::access::{AccessHandle, Outgoing};
-use crate::config::{EventConfig, IoConfig, Secret};
+use crate::config::{EventConfig, IoConfig, IoLimits, Secret};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
 
+pub use events::signature as webhook_signature;
 pub use serve::serve;
 pub use server::build;
 
@@ -54,6 +55,8 @@ pub struct IoOptions {
     pub admin_token: Option<Secret>,
     /// The reverse proxy to Strapi, for every other request; `None`: Socket.IO answers them.
     pub proxy: Option<crate::proxy::Proxy>,
+    /// Size and rate limits, webhook signing and safeguards, `/metrics` access.
+    pub limits: IoLimits,
 }
 
 /// State shared by the handshake, the handlers, the routes and the emitter.

@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicU64;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -21,7 +22,7 @@ use super::handshake::{self, Session};
 use super::http_api::{self, AdminToken, ApiState};
 use super::{Emitter, IoOptions, Shared, events::EventHandlers};
 use crate::access::AccessHandle;
-use crate::config::{CorsConfig, IoConfig, Transport};
+use crate::config::{CorsConfig, IoConfig, IoLimits, MetricsAccess, Transport};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
@@ -49,27 +50,45 @@ pub fn build(
         subscriptions: Arc::new(super::subscriptions::Registry::new(metrics.clone())),
         joinable_rooms: opts.io.joinable_rooms.clone(),
         metrics,
-        events: EventHandlers::new(&opts.events),
+        events: EventHandlers::new(&opts.events, &opts.limits),
         access_epoch: AtomicU64::new(0),
         drops_unreported: AtomicU64::new(0),
         drops_reported_at: std::sync::Mutex::new(None),
     });
-    let (svc, io) = configure(&opts.io).build_svc();
+    let (svc, io) = configure(&opts.io, &opts.limits).build_svc();
     register(&io, &shared);
     let emitter = Emitter { io, shared };
 
+    let admin = opts.admin_token.as_ref().map(AdminToken::new);
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(emitter.clone());
+    let metrics = Router::new()
         .route("/metrics", get(metrics_text))
         .with_state(emitter.clone());
-    if let Some(token) = &opts.admin_token {
+    match (opts.limits.metrics, &admin) {
+        (MetricsAccess::Off, _) => {}
+        (MetricsAccess::Admin, Some(token)) => {
+            router = router.merge(
+                metrics.route_layer(middleware::from_fn_with_state(token.clone(), require_admin)),
+            );
+        }
+        // Config refuses `admin` without a token; should it get here, the route stays closed.
+        (MetricsAccess::Admin, None) => {}
+        (MetricsAccess::Public, _) => router = router.merge(metrics),
+    }
+    if let Some(token) = &admin {
+        // The token is checked by a route layer, before the body is read; the body is then
+        // read up to `io.max_payload_bytes`.
         let api = Router::new()
             .route("/io/emit", post(http_api::emit))
             .route("/io/raw", post(http_api::raw))
+            .layer(DefaultBodyLimit::max(opts.limits.http_max_body_bytes))
+            .route_layer(middleware::from_fn_with_state(token.clone(), require_admin))
             .with_state(ApiState {
                 emitter: emitter.clone(),
-                token: AdminToken::new(token),
+                token: token.clone(),
             });
         router = router.merge(api);
     }
@@ -86,8 +105,20 @@ pub fn build(
     (router.fallback_service(fallback), emitter)
 }
 
-fn configure(io: &IoConfig) -> SocketIoBuilder {
+/// Refuses a request without `Authorization: Bearer <admin token>` before anything reads its
+/// body.
+async fn require_admin(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
+    if token.matches(req.headers()) {
+        next.run(req).await
+    } else {
+        http_api::unauthorized().into_response()
+    }
+}
+
+fn configure(io: &IoConfig, limits: &IoLimits) -> SocketIoBuilder {
     let builder = SocketIo::builder()
+        .ws_max_message_size(limits.ws_max_message_bytes)
+        .ws_max_frame_size(limits.ws_max_frame_bytes)
         .req_path(io.path.clone())
         .ping_interval(io.ping_interval)
         .ping_timeout(io.ping_timeout)
@@ -128,9 +159,12 @@ fn cors_layer(cors: &CorsConfig) -> CorsLayer {
         })
         .collect();
     let origin = match &cors.origins {
-        // `*` cannot be combined with credentials; reflecting the origin is what browsers
-        // accept and what the `cors` package does with `origin: true`.
-        None if cors.credentials => AllowOrigin::mirror_request(),
+        // The configuration refuses `*` with credentials (browsers do too, and tower-http
+        // panics on it); built by hand anyway, no origin is allowed.
+        None if cors.credentials => {
+            error!("io.cors: origin \"*\" with credentials = true; no origin is allowed");
+            AllowOrigin::list([])
+        }
         None => AllowOrigin::any(),
         Some(list) => AllowOrigin::list(list.iter().filter_map(|o| {
             HeaderValue::from_str(o)

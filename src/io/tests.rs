@@ -177,6 +177,7 @@ fn options() -> IoOptions {
         events: vec![],
         admin_token: None,
         proxy: None,
+        limits: crate::config::IoLimits::default(),
     }
 }
 
@@ -1196,3 +1197,7 @@ async fn connection_and_disconnect_webhooks_are_posted() {
         json!({"event": "disconnect", "args": [], "socket": socket})
     );
 }
+
+// Limits: WebSocket sizes, the emit API's auth order, /metrics access, webhook signing and
+// safeguards, per-socket event rates.
+mod limits;

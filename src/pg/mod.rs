@@ -4,11 +4,18 @@
 //! connection task runs in the background, and the [`TlsPolicy`] the replication client uses
 //! for its own connection. Errors say what failed and what to change. It never logs the
 //! password and never retries: callers decide.
+//!
+//! No SQL session can hang the bridge: connecting gives up after a connect timeout, TCP
+//! keepalives and a TCP user timeout notice a peer that vanished, and every session runs with
+//! `statement_timeout` and `lock_timeout`. Each default below applies unless the URL sets the
+//! same libpq parameter (`connect_timeout`, `keepalives_idle`, `keepalives_interval`,
+//! `keepalives_count`, `tcp_user_timeout`, or `options=-c statement_timeout=…`).
 
 pub mod tls;
 
 use std::error::Error as _;
 use std::io;
+use std::time::Duration;
 
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
@@ -35,12 +42,45 @@ pub fn quote_literal(value: &str) -> String {
 /// What PostgreSQL sees as `application_name` when the URL sets none.
 pub const APPLICATION_NAME: &str = "strapi-io-bridge";
 
+/// Connecting (TCP, TLS, login) gives up after this, as libpq's `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle connection is probed after this (the kernel's default is two hours, longer than
+/// the idle timeout of most NATs and load balancers).
+pub const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+/// Between keepalive probes.
+pub const DEFAULT_KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection counts as dead.
+pub const DEFAULT_KEEPALIVES_RETRIES: u32 = 3;
+/// Sent data unacknowledged for this long ends the connection (instead of the kernel's
+/// retransmissions, about 15 minutes).
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `statement_timeout` of the bridge's sessions: its queries read catalogs, a row or the ids of
+/// one table's published entries.
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "60s";
+/// `lock_timeout` of the bridge's sessions: a read waits this long behind a lock Strapi holds
+/// (a migration's `ALTER TABLE`), then fails instead of stalling every event.
+pub const DEFAULT_LOCK_TIMEOUT: &str = "10s";
+
+/// tokio-postgres' keepalive idle time when the URL sets none.
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Connecting for ordinary SQL failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// The TLS settings are unusable (for instance an unreadable `sslrootcert`).
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// Connecting took longer than the connect timeout.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: no answer within {after:?} (is the host \
+         reachable and PostgreSQL running? connect_timeout=<seconds> in the URL changes the wait)"
+    )]
+    Timeout {
+        /// `user@host:port/dbname` (never the password).
+        target: String,
+        /// The connect timeout.
+        after: Duration,
+    },
     /// PostgreSQL could not be reached, refused the login, or the session failed to start.
     #[error("cannot connect to PostgreSQL at {target}: {message}")]
     Connect {
@@ -59,7 +99,7 @@ impl PgError {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             PgError::Connect { source, .. } => source.code(),
-            PgError::Tls(_) => None,
+            PgError::Tls(_) | PgError::Timeout { .. } => None,
         }
     }
 }
@@ -93,14 +133,52 @@ pub async fn connect_with_notices(
     Ok((client, async move { rx.await.unwrap_or_default() }))
 }
 
-async fn connect_inner(
-    db: &DatabaseConfig,
-    notices: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
-) -> Result<tokio_postgres::Client, PgError> {
+/// The connection parameters with the bridge's defaults for what the URL leaves unset: the
+/// application name, the connect timeout, TCP keepalives and the TCP user timeout.
+pub fn session_config(db: &DatabaseConfig) -> tokio_postgres::Config {
     let mut config = db.pg.clone();
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_keepalives() {
+        if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+            config.keepalives_idle(DEFAULT_KEEPALIVES_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(DEFAULT_KEEPALIVES_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(DEFAULT_KEEPALIVES_RETRIES);
+        }
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
+    }
+    config
+}
+
+/// The `SET`s that give a session the default timeouts the URL's `options` do not set.
+fn session_settings(config: &tokio_postgres::Config) -> String {
+    let given = config.get_options().unwrap_or("");
+    [
+        ("statement_timeout", DEFAULT_STATEMENT_TIMEOUT),
+        ("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+    ]
+    .iter()
+    .filter(|(name, _)| !given.contains(name))
+    .map(|(name, value)| format!("SET {name} = '{value}';"))
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+async fn connect_inner(
+    db: &DatabaseConfig,
+    notices: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+) -> Result<tokio_postgres::Client, PgError> {
+    let mut config = session_config(db);
     let target = db.display_target();
     let policy = TlsPolicy::new(effective_mode(db), db.ssl_root_cert.as_deref())?;
     let fail = |source: tokio_postgres::Error| PgError::Connect {
@@ -108,12 +186,26 @@ async fn connect_inner(
         message: explain_driver_error(&source, db),
         source,
     };
-    match policy.make_tls_connect() {
+    // tokio-postgres' own timeout covers the TCP connect only; this one covers TLS and the
+    // login too, as libpq's.
+    let after = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let timed_out = || PgError::Timeout {
+        target: target.clone(),
+        after,
+    };
+    let client = match policy.make_tls_connect() {
         None => {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            let (client, connection) =
+                tokio::time::timeout(after, config.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(fail)?;
             spawn_connection(connection, target.clone(), notices);
-            Ok(client)
+            client
         }
         Some(tls) => {
             config.ssl_mode(if policy.mode() == SslMode::Prefer {
@@ -121,11 +213,19 @@ async fn connect_inner(
             } else {
                 tokio_postgres::config::SslMode::Require
             });
-            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            let (client, connection) = tokio::time::timeout(after, config.connect(tls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(fail)?;
             spawn_connection(connection, target.clone(), notices);
-            Ok(client)
+            client
         }
+    };
+    let settings = session_settings(&config);
+    if !settings.is_empty() {
+        client.batch_execute(&settings).await.map_err(fail)?;
     }
+    Ok(client)
 }
 
 /// `sslmode`, except that Unix-domain sockets never use TLS.

@@ -13,7 +13,11 @@
 //! | `verify-ca` | always | yes | no |
 //! | `verify-full` | always | yes | yes |
 //!
-//! Trusted roots are the Mozilla set (webpki-roots) plus the PEM certificates of `sslrootcert`.
+//! Trusted roots, as libpq: with `sslrootcert=/path/ca.pem`, only the PEM certificates of that
+//! file; with `sslrootcert=system`, the public Mozilla set (webpki-roots), for `verify-full`
+//! only. Without `sslrootcert`, `verify-full` trusts the public set (as Node's `pg` does for
+//! Strapi's `DATABASE_SSL`), and `verify-ca` is refused: public roots without a host-name check
+//! would accept any certificate any public CA issued to anyone.
 //! Unix-domain sockets never use TLS, as with libpq. Channel binding (`SCRAM-SHA-256-PLUS`) is
 //! not offered; SCRAM runs without it.
 
@@ -67,6 +71,14 @@ pub enum TlsError {
         /// The host as configured.
         host: String,
     },
+    /// The mode and `sslrootcert` do not make a safe combination.
+    #[error("sslmode={mode}: {message}")]
+    Roots {
+        /// The configured mode.
+        mode: &'static str,
+        /// What to set instead.
+        message: String,
+    },
     /// The handshake failed (certificate rejected, protocol mismatch, connection lost).
     #[error("TLS handshake failed: {message}")]
     Handshake {
@@ -98,7 +110,7 @@ impl TlsPolicy {
     pub fn new(mode: SslMode, root_cert: Option<&Path>) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let webpki = |provider: Arc<CryptoProvider>| {
-            let roots = Arc::new(root_store(root_cert)?);
+            let roots = Arc::new(root_store(mode, root_cert)?);
             WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))
@@ -245,10 +257,37 @@ fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     })
 }
 
-fn root_store(root_cert: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore {
+/// The `sslrootcert` value that means the public roots.
+pub const SYSTEM_ROOTS: &str = "system";
+
+/// The roots `mode` trusts with `root_cert`: the file's certificates alone, or the public set
+/// where that is safe (see the module docs).
+fn root_store(mode: SslMode, root_cert: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let public = || RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    let refuse = |message: &str| TlsError::Roots {
+        mode: mode_name(mode),
+        message: message.to_owned(),
+    };
+    match root_cert {
+        Some(path) if path == Path::new(SYSTEM_ROOTS) => {
+            if mode == SslMode::VerifyFull {
+                return Ok(public());
+            }
+            return Err(refuse(
+                "sslrootcert=system (the public CAs) needs sslmode=verify-full, as libpq:                  without the host-name check any certificate a public CA issued would do",
+            ));
+        }
+        None if mode == SslMode::VerifyFull => return Ok(public()),
+        None => {
+            return Err(refuse(
+                "needs sslrootcert=/path/to/ca.pem, the CA that signed the server's certificate                  (without it only public CAs could be trusted, and without the host-name check                  any certificate they issued would do); or use sslmode=verify-full",
+            ));
+        }
+        Some(_) => {}
+    }
+    let mut roots = RootCertStore::empty();
     if let Some(path) = root_cert {
         let err = |message: String| TlsError::RootCert {
             path: path.to_owned(),
@@ -525,15 +564,57 @@ mod tests {
 
     #[test]
     fn every_other_mode_builds_a_configuration() {
-        for mode in [
-            SslMode::Prefer,
-            SslMode::Require,
-            SslMode::VerifyCa,
-            SslMode::VerifyFull,
-        ] {
+        for mode in [SslMode::Prefer, SslMode::Require, SslMode::VerifyFull] {
             let policy = TlsPolicy::new(mode, None).unwrap();
             assert!(policy.client_config().is_some(), "{mode:?}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write_ca(dir.path(), "ca.pem");
+        let policy = TlsPolicy::new(SslMode::VerifyCa, Some(&ca)).unwrap();
+        assert!(policy.client_config().is_some());
+    }
+
+    /// A self-signed CA certificate, as PEM in `dir/name`.
+    fn write_ca(dir: &Path, name: &str) -> PathBuf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, cert.pem()).unwrap();
+        path
+    }
+
+    #[test]
+    fn sslrootcert_is_the_only_trust_anchor_and_system_means_the_public_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write_ca(dir.path(), "ca.pem");
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            let roots = root_store(mode, Some(&ca)).unwrap();
+            assert_eq!(
+                roots.len(),
+                1,
+                "{mode:?}: only the file's CA, no public roots"
+            );
+        }
+        let system = root_store(SslMode::VerifyFull, Some(Path::new("system"))).unwrap();
+        assert_eq!(system.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+        assert!(system.len() > 100);
+    }
+
+    #[test]
+    fn verify_ca_without_its_own_root_is_refused() {
+        let err = TlsPolicy::new(SslMode::VerifyCa, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sslmode=verify-ca: needs sslrootcert=/path/to/ca.pem"),
+            "{err}"
+        );
+        let err = TlsPolicy::new(SslMode::VerifyCa, Some(Path::new("system")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs sslmode=verify-full"), "{err}");
     }
 
     #[test]

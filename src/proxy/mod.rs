@@ -91,9 +91,12 @@ impl Proxy {
     }
 }
 
-/// The router's fallback with the proxy on: Socket.IO's path goes to `socket_io`, `/io/*`
-/// answers 404 (the emit API's routes, when on, are matched before the fallback), and
-/// everything else goes to Strapi.
+/// The bridge's own routes: never forwarded, even when turned off (`[metrics] access = "off"`).
+const BRIDGE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The router's fallback with the proxy on: Socket.IO's path goes to `socket_io`, `/io/*` and
+/// the bridge's own paths answer 404 (their routes, when on, are matched before the fallback),
+/// and everything else goes to Strapi.
 pub fn mount(proxy: Proxy, socket_io: Router, io_path: &str) -> Router {
     let io_path: Arc<str> = Arc::from(io_path.trim_end_matches('/'));
     Router::new().fallback(move |req: Request| {
@@ -108,7 +111,7 @@ pub fn mount(proxy: Proxy, socket_io: Router, io_path: &str) -> Router {
                     Err(never) => match never {},
                 };
             }
-            if is_under(path, "/io") {
+            if is_under(path, "/io") || BRIDGE_PATHS.contains(&path) {
                 return StatusCode::NOT_FOUND.into_response();
             }
             proxy.handle(req).await

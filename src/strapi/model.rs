@@ -50,6 +50,13 @@ use crate::pg::quote_ident;
 /// The core-store key of the users-permissions advanced settings (`email_confirmation`).
 const ADVANCED_KEY: &str = "plugin_users-permissions_advanced";
 
+/// How long the publication DDL after a schema change may wait for a table lock. While
+/// `ALTER TABLE … REPLICA IDENTITY` waits, every Strapi query on that table queues behind it,
+/// so it gives up quickly when Strapi holds the table and is tried again later.
+pub const DDL_LOCK_TIMEOUT: &str = "200ms";
+/// When DDL that gave up on a lock is tried again (with the next change after this).
+pub const DDL_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the model needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -172,6 +179,8 @@ pub struct Model {
     /// Commit LSN of the transaction being handled.
     commit_lsn: Lsn,
     in_transaction: bool,
+    /// When publication DDL that gave up on a lock is due again.
+    ddl_retry_at: Option<std::time::Instant>,
 }
 
 impl Model {
@@ -227,6 +236,7 @@ impl Model {
             warned: HashSet::new(),
             commit_lsn: Lsn::ZERO,
             in_transaction: false,
+            ddl_retry_at: None,
         })
     }
 
@@ -239,6 +249,13 @@ impl Model {
         change: Change,
         out: &mut Vec<ModelOutput>,
     ) -> Result<(), ModelError> {
+        if self
+            .ddl_retry_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
+        {
+            self.ddl_retry_at = None;
+            self.sync_publication(client).await?;
+        }
         if let Change::Row { relation, .. } = &change
             && let Some(table) = self.needs_seed(relation)
         {
@@ -953,13 +970,32 @@ impl Model {
             );
             let full = format!("ALTER TABLE {target} REPLICA IDENTITY FULL");
             if owns_table && owns_publication {
-                let result = match client.batch_execute(&add).await {
-                    Ok(()) => client.batch_execute(&full).await,
-                    Err(e) => Err(e),
-                };
+                // One transaction with a short lock timeout: Strapi may hold the table (an
+                // export, a long request), and a waiting ALTER would queue its queries.
+                let result = client
+                    .batch_execute(&format!(
+                        "BEGIN; SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'; {add}; {full}; COMMIT"
+                    ))
+                    .await;
+                if result.is_err() {
+                    // A failed statement leaves the transaction open and aborted.
+                    if let Err(e) = client.batch_execute("ROLLBACK").await {
+                        return Err(ModelError::Db {
+                            what: what(),
+                            source: e,
+                        });
+                    }
+                }
                 match result {
                     Ok(()) => {
                         tracing::info!(%table, %uid, %publication, "new content table added to the publication with REPLICA IDENTITY FULL")
+                    }
+                    Err(e)
+                        if e.code()
+                            == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                    {
+                        self.ddl_retry_at = Some(std::time::Instant::now() + DDL_RETRY_AFTER);
+                        tracing::warn!(%table, %uid, %publication, "content table is busy (locked by another session); adding it to the publication is tried again in {DDL_RETRY_AFTER:?}, or run: {add}; {full};");
                     }
                     Err(e) if e.code().is_some() => {
                         tracing::warn!(%table, %uid, "could not add the table to the publication ({}); as its owner or a superuser run: {add}; {full};", pg_detail(&e))

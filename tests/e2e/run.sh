@@ -19,6 +19,8 @@
 #   RUST_LOG          passed to the bridge (default: info)
 #   E2E_TMPDIR        parent of the run's work folder (default: $TMPDIR or /tmp)
 #   E2E_EVENT_TIMEOUT_MS  how long the Node test waits for one event (default: 15000)
+#   E2E_STRICT        set (as tests/run.sh does, and as CI is) to fail on --without-bridge and on
+#                     any skipped Node test
 set -Eeuo pipefail
 
 KEEP=${E2E_KEEP:-0}
@@ -31,6 +33,13 @@ for arg in "$@"; do
     *) echo "run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
+
+# In CI (CI set) and under tests/run.sh (E2E_STRICT=1) nothing may be skipped.
+STRICT=${E2E_STRICT:-}${CI:-}
+if [[ $WITHOUT_BRIDGE = 1 && -n $STRICT ]]; then
+  echo "run.sh: --without-bridge (E2E_WITHOUT_BRIDGE) skips the bridge's tests and is refused in CI and under tests/run.sh" >&2
+  exit 1
+fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TEMPLATE=$REPO/tests/e2e/strapi
@@ -333,11 +342,16 @@ fi
 
 # --- (e) Node tests ---------------------------------------------------------------------------
 
-step "Node tests: tests/node/strapi-e2e.test.mjs, tests/node/client.test.mjs"
+step "Node tests: tests/node/*.test.mjs"
 STRAPI_URL=http://127.0.0.1:$STRAPI_PORT BRIDGE_URL=$BRIDGE_URL E2E_FIXTURE_FILE=$FIXTURE \
   E2E_JWT_SECRET=$JWT_SECRET \
-  node --test --test-reporter=spec "$NODE_DIR/strapi-e2e.test.mjs" "$NODE_DIR/client.test.mjs" 2>&1 |
+  node --test --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$LOGS/node-test.tap" "$NODE_DIR"/*.test.mjs 2>&1 |
   tee "$LOGS/node-test.log" || die "the Node tests failed"
+# TAP marks skipped tests and suites alike (the spec summary does not count skipped suites).
+if [[ -n $STRICT ]] && grep -qE '# (SKIP|TODO)' "$LOGS/node-test.tap"; then
+  die "Node tests were skipped: $(grep -E '# (SKIP|TODO)' "$LOGS/node-test.tap" | tr '\n' ' ')"
+fi
 
 if [[ -n $BRIDGE_PID ]]; then
   kill -0 "$BRIDGE_PID" 2>/dev/null || die "the bridge exited during the test"
