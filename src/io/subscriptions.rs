@@ -32,6 +32,10 @@ use crate::access::{AuthError, RoomName, Subject, entry_room, type_room};
 use crate::metrics::Metrics;
 use crate::strapi::Catalog;
 
+/// Subscriptions one socket may hold: each is a room, so a client must not grow them without
+/// bound.
+const MAX_PER_SOCKET: usize = 1000;
+
 /// Subscriptions per content type over every socket: whether a delivery needs the
 /// subscription rooms at all, and the `/metrics` gauge.
 pub(super) struct Registry {
@@ -314,7 +318,15 @@ fn subscribe<A: Adapter>(
     }
     let room = sub.room();
     let uid = sub.uid.clone();
-    if subs.0.subs().insert(sub) {
+    let mut held = subs.0.subs();
+    if held.len() >= MAX_PER_SOCKET && !held.contains(&sub) {
+        return Err(format!(
+            "too many subscriptions (at most {MAX_PER_SOCKET} per socket); unsubscribe first"
+        ));
+    }
+    let added = held.insert(sub);
+    drop(held);
+    if added {
         // Counted first: a delivery that sees the count then reaches the room as soon as the
         // socket is in it.
         shared.subscriptions.added(&uid);
