@@ -1,4 +1,4 @@
--- strapi-io-bridge: database set-up for a Strapi 4 database on PostgreSQL.
+-- strapi-io-bridge: database set-up for a Strapi 4 or 5 database on PostgreSQL.
 --
 -- What it does (idempotent: running it again changes nothing):
 --   1. creates the publication the bridge streams (by table name: FOR ALL TABLES needs a
@@ -54,7 +54,10 @@ BEGIN
         'up_roles', 'up_permissions', 'up_permissions_role_links',
         'up_users', 'up_users_role_links',
         'strapi_api_tokens', 'strapi_api_token_permissions',
-        'strapi_api_token_permissions_token_links'];
+        'strapi_api_token_permissions_token_links',
+        -- Strapi 5 names its link tables *_lnk.
+        'up_permissions_role_lnk', 'up_users_role_lnk',
+        'strapi_api_token_permissions_token_lnk'];
 
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = pub) THEN
         EXECUTE format('CREATE PUBLICATION %I', pub);

@@ -485,6 +485,13 @@ async fn check_strapi(
     report: &mut Report,
 ) -> anyhow::Result<Option<Catalog>> {
     let schema = &cfg.database.schema;
+    match crate::strapi::layout::detect(client, schema).await? {
+        Some(layout) => report.push(Finding::ok(format!("{layout} in schema {schema}"))),
+        None => report.push(Finding::warning(
+            format!("no Strapi tables in schema {schema}"),
+            Some("point the bridge at the database Strapi uses and start Strapi once".to_owned()),
+        )),
+    }
     let catalog = load_catalog(client, schema).await?;
     if catalog.is_empty() {
         report.push(Finding::error(
@@ -636,6 +643,9 @@ async fn check_publication(
     wanted.push(("strapi_core_store_settings".to_owned(), false));
     for t in crate::strapi::AccessTable::ALL {
         wanted.push((t.table_name().to_owned(), false));
+        if t.strapi5_table_name() != t.table_name() {
+            wanted.push((t.strapi5_table_name().to_owned(), false));
+        }
     }
     let mut missing = Vec::new();
     let mut not_full = Vec::new();
@@ -796,6 +806,19 @@ fn check_auth(cfg: &Config, report: &mut Report) {
             ),
         )),
     }
+    report.push(Finding::ok(format!(
+        "users-permissions JWTs: jwt_management = {} ({}){}",
+        cfg.auth.jwt_management.as_str(),
+        cfg.auth.jwt_management_origin,
+        match cfg.auth.jwt_management {
+            crate::config::JwtManagement::Refresh => {
+                ": Strapi 5 session access tokens only"
+            }
+            crate::config::JwtManagement::LegacySupport => {
+                ": {\"id\"} tokens and Strapi 5 session access tokens"
+            }
+        }
+    )));
     if cfg.auth.api_token_salt.is_some() {
         report.push(Finding::ok("API_TOKEN_SALT is set"));
     } else {

@@ -88,6 +88,9 @@ pub enum Command {
         /// Keep the cluster folder after exit (for inspection).
         #[arg(long)]
         keep: bool,
+        /// Which Strapi's database to show: 5 (documents, the default) or 4.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(4..=5))]
+        strapi: u8,
     },
     /// Print the committed changes the bridge decodes, one JSON line each, confirming each
     /// transaction after it is printed (for debugging a database). Password hashes, tokens,
@@ -112,8 +115,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 
     let common = cli.common.clone();
     let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Demo { interval, keep } = command {
-        return crate::demo::run(&common, interval, keep).await;
+    if let Command::Demo {
+        interval,
+        keep,
+        strapi,
+    } = command
+    {
+        let flavor = if strapi == 4 {
+            crate::demo::Flavor::Strapi4
+        } else {
+            crate::demo::Flavor::Strapi5
+        };
+        return crate::demo::run(&common, interval, keep, flavor).await;
     }
     let (path, required) = common.config_path();
     let cfg = match crate::config::Config::load(

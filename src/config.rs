@@ -184,6 +184,9 @@ pub struct RawConfig {
     /// `[[events]]`
     #[serde(default)]
     pub events: Vec<RawEvent>,
+    /// `[delivery]`
+    #[serde(default)]
+    pub delivery: RawDelivery,
     /// `[strapi]`
     #[serde(default)]
     pub strapi: RawStrapi,
@@ -216,6 +219,16 @@ pub struct RawWebhooks {
 pub struct RawMetrics {
     /// `"public"`, `"admin"` or `"off"`.
     pub access: Option<String>,
+}
+
+/// `[delivery]`: the replay window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// How long emitted events stay replayable, like `"2m"`.
+    pub replay_window: Option<String>,
+    /// How many bytes of events stay replayable at most, like `"64MiB"`.
+    pub replay_max_bytes: Option<String>,
 }
 
 /// `[strapi]`: what Strapi keeps in code rather than in the database.
@@ -331,6 +344,8 @@ pub struct RawAuth {
     pub public_role_name: Option<String>,
     /// `"read"` or `"action"`.
     pub permission_mode: Option<String>,
+    /// `"refresh"` or `"legacy-support"` (Strapi 5's users-permissions `jwtManagement`).
+    pub jwt_management: Option<String>,
     /// For local use; `JWT_SECRET` overrides.
     pub jwt_secret: Option<String>,
     /// For local use; `API_TOKEN_SALT` overrides.
@@ -809,6 +824,35 @@ pub enum PermissionMode {
     Action,
 }
 
+/// Which users-permissions JWTs Strapi accepts: its `jwtManagement` setting (Strapi 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JwtManagement {
+    /// `legacy-support`, the default when unset: both `{"id": n}` and session access tokens
+    /// (`{"userId": "n", "type": "access"}`).
+    #[default]
+    LegacySupport,
+    /// `refresh` (new Strapi 5 projects): only session access tokens.
+    Refresh,
+}
+
+impl JwtManagement {
+    /// The setting's value as Strapi spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtManagement::LegacySupport => "legacy-support",
+            JwtManagement::Refresh => "refresh",
+        }
+    }
+
+    fn parse(text: &str) -> Option<JwtManagement> {
+        match text {
+            "legacy-support" => Some(JwtManagement::LegacySupport),
+            "refresh" => Some(JwtManagement::Refresh),
+            _ => None,
+        }
+    }
+}
+
 /// `[auth]`
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -820,6 +864,10 @@ pub struct AuthConfig {
     pub jwt_secret: Option<Secret>,
     /// Where the JWT secret came from, for `check`.
     pub jwt_secret_origin: Option<String>,
+    /// Which JWT shapes are accepted.
+    pub jwt_management: JwtManagement,
+    /// Where `jwt_management` came from (or why the default is in force), for `check`.
+    pub jwt_management_origin: String,
     /// API token salt, if known.
     pub api_token_salt: Option<Secret>,
 }
@@ -891,6 +939,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `[[events]]`
     pub events: Vec<EventConfig>,
+    /// `[delivery]`
+    pub delivery: crate::delivery::DeliveryConfig,
     /// `[messages] allow_data_actions`: whether a `pg_logical_emit_message` may send a data
     /// action (`message:create`…) or a `raw` event named like one.
     pub allow_data_actions: bool,
@@ -1005,6 +1055,7 @@ impl Config {
             events,
             limits,
             proxy: resolve_proxy(&src.file.proxy)?,
+            delivery: resolve_delivery(&src.file.delivery)?,
             allow_data_actions: src.file.messages.allow_data_actions.unwrap_or(false),
             strapi: resolve_strapi(src)?,
         })
@@ -1536,13 +1587,64 @@ fn resolve_auth(src: &Sources) -> Result<AuthConfig, ConfigError> {
         .or_else(|| raw.api_token_salt.clone())
         .filter(|s| !s.is_empty())
         .map(Secret::new);
+    let (jwt_management, jwt_management_origin) = resolve_jwt_management(src)?;
     Ok(AuthConfig {
         public_role_name,
         permission_mode,
         jwt_secret,
         jwt_secret_origin,
+        jwt_management,
+        jwt_management_origin,
         api_token_salt,
     })
+}
+
+/// `auth.jwt_management` from config.toml, else the literal in the Strapi project's
+/// `config/plugins.js` (`--strapi-dir`), else Strapi's default `legacy-support`.
+fn resolve_jwt_management(src: &Sources) -> Result<(JwtManagement, String), ConfigError> {
+    let file_path = src.file_path.display();
+    if let Some(text) = src.file.auth.jwt_management.as_deref() {
+        let mode = JwtManagement::parse(text).ok_or_else(|| {
+            ConfigError::invalid(
+                "auth.jwt_management",
+                format!("unknown mode {text:?}; use \"refresh\" or \"legacy-support\" (Strapi's users-permissions jwtManagement)"),
+            )
+        })?;
+        return Ok((mode, format!("auth.jwt_management in {file_path}")));
+    }
+    let Some(dir) = &src.strapi_dir else {
+        return Ok((
+            JwtManagement::LegacySupport,
+            "Strapi's default (no --strapi-dir to read config/plugins.js from, and auth.jwt_management is not set)".to_owned(),
+        ));
+    };
+    match plugins_js::read(dir) {
+        plugins_js::PluginsJwtManagement::Literal(text, path) => {
+            let mode = JwtManagement::parse(&text).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("jwtManagement in {}", path.display()),
+                    format!(
+                        "unknown mode {text:?}; Strapi knows \"refresh\" and \"legacy-support\""
+                    ),
+                )
+            })?;
+            Ok((mode, format!("jwtManagement in {}", path.display())))
+        }
+        plugins_js::PluginsJwtManagement::NotLiteral(path) => Ok((
+            JwtManagement::LegacySupport,
+            format!(
+                "Strapi's default: jwtManagement in {} is not a plain string the bridge can read; if it is \"refresh\", set auth.jwt_management = \"refresh\"",
+                path.display()
+            ),
+        )),
+        plugins_js::PluginsJwtManagement::Unset => Ok((
+            JwtManagement::LegacySupport,
+            format!(
+                "Strapi's default (no jwtManagement in {}/config/plugins.js)",
+                dir.display()
+            ),
+        )),
+    }
 }
 
 fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigError> {
@@ -1606,6 +1708,20 @@ fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigErro
             Ok(ContentTypesConfig::Some(out))
         }
     }
+}
+
+fn resolve_delivery(raw: &RawDelivery) -> Result<crate::delivery::DeliveryConfig, ConfigError> {
+    use crate::delivery::{DeliveryConfig, parse_bytes, parse_duration};
+    let mut cfg = DeliveryConfig::default();
+    if let Some(w) = &raw.replay_window {
+        cfg.replay_window =
+            parse_duration(w).map_err(|e| ConfigError::invalid("delivery.replay_window", e))?;
+    }
+    if let Some(b) = &raw.replay_max_bytes {
+        cfg.replay_max_bytes =
+            parse_bytes(b).map_err(|e| ConfigError::invalid("delivery.replay_max_bytes", e))?;
+    }
+    Ok(cfg)
 }
 
 fn resolve_prefix(raw: &RawMessages) -> Result<String, ConfigError> {
@@ -1691,6 +1807,8 @@ fn resolve_events(raw: &[RawEvent]) -> Result<Vec<EventConfig>, ConfigError> {
     }
     Ok(out)
 }
+
+mod plugins_js;
 
 #[cfg(test)]
 mod tests;

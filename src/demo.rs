@@ -2,11 +2,12 @@
 //! writer that changes something every few seconds.
 //!
 //! Receives the command-line options; starts a [`Cluster`] (logical replication on), loads a
-//! Strapi 4 database into it (the same one the tests use: a draft & publish collection
-//! `message`, a plain collection `chat`, a single type `homepage`, the Public and Authenticated
-//! roles with read permissions, users), runs [`check::setup`], runs the [`pipeline`] in this
-//! process, and then writes the next change of a fixed cycle every `--interval` seconds,
-//! printing one line per write. On Ctrl-C or SIGTERM it stops writing, shuts the bridge down
+//! Strapi database into it (the same ones the tests use: Strapi 5's by default, Strapi 4's with
+//! `--strapi 4`; a draft & publish collection `message`, a plain collection `chat`, a single
+//! type `homepage`, the Public and Authenticated roles with read permissions, users), runs
+//! [`check::setup`], runs the [`pipeline`] in this process, and then writes the next change of
+//! a fixed cycle every `--interval` seconds, as that Strapi writes it (Strapi 5: a document's
+//! draft and published rows, each operation one transaction), printing one line per write. On Ctrl-C or SIGTERM it stops writing, shuts the bridge down
 //! gracefully, and stops and removes the cluster (unless `--keep`). It never touches a database
 //! it did not create.
 
@@ -30,14 +31,54 @@ use crate::config::{CliOverrides, Config, EnvVars, RawConfig, Sources};
 use crate::pg;
 use crate::pipeline;
 
-/// The Strapi 4 database the demo loads: Strapi 4.26.2's tables and content-type schema with a
-/// few rows (see its header).
+/// The Strapi 4 database the demo loads with `--strapi 4`: Strapi 4.26.2's tables and
+/// content-type schema with a few rows (see its header).
 const FIXTURE_SQL: &str = include_str!("../tests/fixtures/strapi4.sql");
 
 /// The users-permissions JWT secret the fixture's rows assume.
 const JWT_SECRET: &str = "j9skLpTvMt6nUUQMqNMjAg==";
 /// The API token salt the fixture's API tokens are hashed with.
 const API_TOKEN_SALT: &str = "7hOJwW+vNX8lRL0c0cedWA==";
+
+/// The Strapi 5 database the demo loads by default: as Strapi 5.54.0 laid it out after its
+/// first boot, roles, permissions and users included (see its header).
+const FIXTURE5_SQL: &str = include_str!("../tests/fixtures/strapi5.sql");
+/// The Strapi 5 fixture's users-permissions JWT secret.
+const JWT_SECRET5: &str = "bqGg5w2ClHqVgs/XwSexSA==";
+/// The Strapi 5 fixture's API token salt.
+const API_TOKEN_SALT5: &str = "To6g4FaYaMnOPEMs2T1swg==";
+
+/// Which Strapi's database the demo shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Strapi 4.26.2: one row per entry.
+    Strapi4,
+    /// Strapi 5.54.0: documents (draft and published rows sharing a `document_id`).
+    Strapi5,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Strapi4 => "Strapi 4",
+            Flavor::Strapi5 => "Strapi 5",
+        }
+    }
+
+    fn fixture(self) -> &'static str {
+        match self {
+            Flavor::Strapi4 => FIXTURE_SQL,
+            Flavor::Strapi5 => FIXTURE5_SQL,
+        }
+    }
+
+    fn secrets(self) -> (&'static str, &'static str) {
+        match self {
+            Flavor::Strapi4 => (JWT_SECRET, API_TOKEN_SALT),
+            Flavor::Strapi5 => (JWT_SECRET5, API_TOKEN_SALT5),
+        }
+    }
+}
 /// The fixture's user the printed JWT is for (`up_users.id`, role Authenticated).
 const DEMO_USER_ID: i64 = 1;
 /// Its username, for the printed snippet.
@@ -65,7 +106,12 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const MIN_INTERVAL_SECS: f64 = 0.05;
 
 /// Runs the demo until Ctrl-C or SIGTERM; returns the process exit status.
-pub async fn run(common: &Common, interval: f64, keep: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    common: &Common,
+    interval: f64,
+    keep: bool,
+    flavor: Flavor,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     if !interval.is_finite() || interval < MIN_INTERVAL_SECS {
         eprintln!("--interval must be at least {MIN_INTERVAL_SECS} seconds, got {interval}");
@@ -112,9 +158,10 @@ pub async fn run(common: &Common, interval: f64, keep: bool) -> anyhow::Result<E
     };
     let shutdown = crate::shutdown::on_signal();
 
-    say(
-        "strapi-io-bridge demo: a throwaway PostgreSQL with a small Strapi 4 database, and the bridge on it",
-    );
+    say(format!(
+        "strapi-io-bridge demo: a throwaway PostgreSQL with a small {} database, and the bridge on it",
+        flavor.name()
+    ));
     say("");
     let cluster = tokio::task::spawn_blocking(move || {
         Cluster::create_with(
@@ -156,6 +203,7 @@ pub async fn run(common: &Common, interval: f64, keep: bool) -> anyhow::Result<E
         interval,
         &shutdown,
         started,
+        flavor,
     )
     .await;
     let code = match &outcome {
@@ -177,9 +225,15 @@ async fn serve(
     interval: f64,
     shutdown: &CancellationToken,
     started: Instant,
+    flavor: Flavor,
 ) -> anyhow::Result<()> {
-    load_database(cluster).await?;
-    let cfg = demo_config(cluster.port(), listener.local_addr()?, content_types)?;
+    load_database(cluster, flavor).await?;
+    let cfg = demo_config(
+        cluster.port(),
+        listener.local_addr()?,
+        content_types,
+        flavor,
+    )?;
     say(format!(
         "  database   postgres://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/{DB_NAME}  (psql it to make changes of your own)",
         cluster.port()
@@ -228,7 +282,7 @@ async fn serve(
                 started.elapsed().as_secs_f64()
             ));
             say("");
-            print_snippets(&url).map(|()| {
+            print_snippets(&url, flavor).map(|()| {
                 say(format!(
                     "Writing a change every {interval} s (Ctrl-C stops the demo and removes the cluster):"
                 ))
@@ -237,7 +291,7 @@ async fn serve(
         other => other.map(|_| ()),
     };
     if written.is_ok() && ready_to_write(&bridge_ended, shutdown) {
-        write_until_stopped(&writer_client, interval, &bridge_ended, shutdown).await;
+        write_until_stopped(&writer_client, interval, &bridge_ended, shutdown, flavor).await;
     }
     let stopped_by_us = shutdown.is_cancelled() && !bridge_ended.is_cancelled();
     if stopped_by_us {
@@ -290,9 +344,9 @@ async fn finish(cluster: Cluster, keep: bool) {
     }
 }
 
-/// Creates the `strapi` role and database and loads the Strapi 4 fixture as that role, so it
+/// Creates the `strapi` role and database and loads the flavor's fixture as that role, so it
 /// owns the tables as Strapi's database user does.
-async fn load_database(cluster: &Cluster) -> anyhow::Result<()> {
+async fn load_database(cluster: &Cluster, flavor: Flavor) -> anyhow::Result<()> {
     let admin = connect(cluster.superuser_config("postgres"))
         .await
         .context("connecting as the superuser")?;
@@ -315,7 +369,7 @@ async fn load_database(cluster: &Cluster) -> anyhow::Result<()> {
         .await
         .context("connecting as the strapi role")?;
     owner
-        .batch_execute(FIXTURE_SQL)
+        .batch_execute(flavor.fixture())
         .await
         .context("loading the Strapi database")?;
     Ok(())
@@ -334,7 +388,13 @@ async fn connect(config: tokio_postgres::Config) -> Result<Client, tokio_postgre
 /// The bridge's configuration for the demo, resolved as for a Strapi project whose `.env`
 /// points at the demo database, with the fixture's secrets and `content_types` (`*` unless
 /// `--content-types` says otherwise).
-fn demo_config(port: u16, listen: SocketAddr, content_types: &str) -> anyhow::Result<Config> {
+fn demo_config(
+    port: u16,
+    listen: SocketAddr,
+    content_types: &str,
+    flavor: Flavor,
+) -> anyhow::Result<Config> {
+    let (jwt_secret, api_token_salt) = flavor.secrets();
     let dotenv = format!(
         "DATABASE_CLIENT=postgres\n\
          DATABASE_HOST=127.0.0.1\n\
@@ -343,8 +403,8 @@ fn demo_config(port: u16, listen: SocketAddr, content_types: &str) -> anyhow::Re
          DATABASE_USERNAME={DB_USER}\n\
          DATABASE_PASSWORD={DB_PASSWORD}\n\
          DATABASE_SSL=false\n\
-         JWT_SECRET={JWT_SECRET}\n\
-         API_TOKEN_SALT={API_TOKEN_SALT}\n"
+         JWT_SECRET={jwt_secret}\n\
+         API_TOKEN_SALT={api_token_salt}\n"
     );
     let sources = Sources {
         cli: CliOverrides {
@@ -395,8 +455,8 @@ fn printable_addr(addr: SocketAddr) -> String {
 
 /// Prints how to connect: Node one-liners for the Public role and for the demo user, and the
 /// repository's `listen.mjs`.
-fn print_snippets(url: &str) -> anyhow::Result<()> {
-    let token = demo_user_jwt()?;
+fn print_snippets(url: &str, flavor: Flavor) -> anyhow::Result<()> {
+    let token = demo_user_jwt(flavor.secrets().0)?;
     let line = |options: &str, tag: &str| {
         format!(
             "    node -e \"require('socket.io-client').io('{url}'{options}).onAny((e, d) => console.log({tag}e, JSON.stringify(d)))\""
@@ -421,8 +481,9 @@ fn print_snippets(url: &str) -> anyhow::Result<()> {
 }
 
 /// A users-permissions JWT for the demo user, as Strapi signs it: HS256 with the UTF-8 bytes of
-/// JWT_SECRET, `{"id", "iat", "exp"}`.
-fn demo_user_jwt() -> anyhow::Result<String> {
+/// JWT_SECRET, `{"id", "iat", "exp"}` (Strapi 5 issues this shape in `legacy-support`, the mode
+/// the demo runs in).
+fn demo_user_jwt(secret: &str) -> anyhow::Result<String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?
@@ -435,7 +496,7 @@ fn demo_user_jwt() -> anyhow::Result<String> {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .context("signing the demo user's JWT")
 }
@@ -489,11 +550,17 @@ struct Writer<'a> {
     client: &'a Client,
     round: u32,
     message: Option<i32>,
+    flavor: Flavor,
+    /// Strapi 5: the `document_id` of the message being worked on.
+    document: Option<String>,
 }
 
 impl Writer<'_> {
     /// Applies `step`; returns what was done, for the console.
     async fn apply(&mut self, step: Step) -> Result<String, tokio_postgres::Error> {
+        if self.flavor == Flavor::Strapi5 {
+            return self.apply5(step).await;
+        }
         match (step, self.message) {
             (Step::Create, _) => self.create_message().await,
             (Step::Homepage, _) => self.edit_homepage().await,
@@ -587,6 +654,110 @@ impl Writer<'_> {
     }
 }
 
+/// Strapi 5's writes: each operation one transaction over the document's rows, as Strapi 5
+/// issues them (publish inserts a published copy of the draft, unpublish deletes it).
+impl Writer<'_> {
+    async fn apply5(&mut self, step: Step) -> Result<String, tokio_postgres::Error> {
+        match (step, self.document.clone()) {
+            (Step::Create, _) => self.create_document().await,
+            (Step::Homepage, _) => self.edit_homepage5().await,
+            (Step::Chat, _) => self.create_chat5().await,
+            (_, Some(document)) => self.change_document(step, &document).await,
+            (_, None) => Ok("no demo message to change (its create failed)".to_owned()),
+        }
+    }
+
+    async fn create_document(&mut self) -> Result<String, tokio_postgres::Error> {
+        let text = format!("Hello from the demo #{}", self.round);
+        let row = self
+            .client
+            .query_one(
+                "INSERT INTO messages (document_id, text, secret, likes, flag, created_at, updated_at, published_at)
+                 VALUES (substr(md5(random()::text), 1, 24), $1, 'private: never sent', 0, false, now(), now(), NULL)
+                 RETURNING document_id",
+                &[&text],
+            )
+            .await?;
+        let document: String = row.get(0);
+        let line = format!("message {document} {text:?}, a draft");
+        self.document = Some(document);
+        Ok(line)
+    }
+
+    async fn change_document(
+        &mut self,
+        step: Step,
+        document: &str,
+    ) -> Result<String, tokio_postgres::Error> {
+        let doc = crate::pg::quote_literal(document);
+        let (sql, done) = match step {
+            Step::Update => (
+                format!(
+                    "UPDATE messages SET text = text || ' (edited)', likes = likes + 1, updated_at = now()                      WHERE document_id = {doc} AND published_at IS NULL"
+                ),
+                "draft edited",
+            ),
+            Step::Publish => (
+                format!(
+                    "BEGIN;                      UPDATE messages SET updated_at = now() WHERE document_id = {doc} AND published_at IS NULL;                      INSERT INTO messages (document_id, text, secret, likes, flag, created_at, updated_at, published_at)                        SELECT document_id, text, secret, likes, flag, created_at, updated_at, now()                        FROM messages WHERE document_id = {doc} AND published_at IS NULL;                      COMMIT"
+                ),
+                "published (a published row beside the draft)",
+            ),
+            Step::Unpublish => (
+                format!(
+                    "DELETE FROM messages WHERE document_id = {doc} AND published_at IS NOT NULL"
+                ),
+                "unpublished (its published row deleted)",
+            ),
+            _ => (
+                format!("DELETE FROM messages WHERE document_id = {doc}"),
+                "deleted",
+            ),
+        };
+        self.client.batch_execute(&sql).await?;
+        if step == Step::Delete {
+            self.document = None;
+        }
+        Ok(format!("message {document} {done}"))
+    }
+
+    async fn edit_homepage5(&mut self) -> Result<String, tokio_postgres::Error> {
+        let title = crate::pg::quote_literal(&format!("Demo homepage, edit {}", self.round));
+        let exists = self
+            .client
+            .query_opt("SELECT 1 FROM homepages LIMIT 1", &[])
+            .await?
+            .is_some();
+        let sql = if exists {
+            format!(
+                "BEGIN;                  UPDATE homepages SET title = {title}, updated_at = now() WHERE published_at IS NULL;                  DELETE FROM homepages WHERE published_at IS NOT NULL;                  INSERT INTO homepages (document_id, title, created_at, updated_at, published_at)                    SELECT document_id, title, created_at, updated_at, now() FROM homepages WHERE published_at IS NULL;                  COMMIT"
+            )
+        } else {
+            format!(
+                "BEGIN;                  INSERT INTO homepages (document_id, title, created_at, updated_at, published_at)                    VALUES ('demohomepage000000000000', {title}, now(), now(), NULL),                           ('demohomepage000000000000', {title}, now(), now(), now());                  COMMIT"
+            )
+        };
+        self.client.batch_execute(&sql).await?;
+        Ok(format!("homepage title {title}"))
+    }
+
+    async fn create_chat5(&mut self) -> Result<String, tokio_postgres::Error> {
+        let name = format!("demo-{}", self.round);
+        let row = self
+            .client
+            .query_one(
+                "INSERT INTO chats (document_id, name, created_at, updated_at, published_at)
+                 VALUES (substr(md5(random()::text), 1, 24), $1, now(), now(), now()) RETURNING document_id",
+                &[&name],
+            )
+            .await?;
+        let document: String = row.get(0);
+        Ok(format!(
+            "chat {document} {name:?}, for Authenticated only (Public may not read chats)"
+        ))
+    }
+}
+
 /// Writes the next step at once and then every `interval` seconds, until shutdown or until the
 /// bridge stops on its own. A failed write is reported and the cycle goes on.
 async fn write_until_stopped(
@@ -594,6 +765,7 @@ async fn write_until_stopped(
     interval: f64,
     bridge_ended: &CancellationToken,
     shutdown: &CancellationToken,
+    flavor: Flavor,
 ) {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(interval));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -601,6 +773,8 @@ async fn write_until_stopped(
         client,
         round: 1,
         message: None,
+        flavor,
+        document: None,
     };
     for (n, step) in Step::CYCLE.iter().copied().cycle().enumerate() {
         tokio::select! {
@@ -642,6 +816,11 @@ mod tests {
     fn the_secrets_are_the_fixtures() {
         assert!(FIXTURE_SQL.contains(&format!("JWT_SECRET     = {JWT_SECRET}")));
         assert!(FIXTURE_SQL.contains(&format!("API_TOKEN_SALT = {API_TOKEN_SALT}")));
+        assert!(FIXTURE5_SQL.contains(&format!("JWT_SECRET     = {JWT_SECRET5}")));
+        assert!(FIXTURE5_SQL.contains(&format!("API_TOKEN_SALT = {API_TOKEN_SALT5}")));
+        assert!(FIXTURE5_SQL.contains(&format!(
+            "Users {DEMO_USER_ID} {DEMO_USER_NAME} (Authenticated)"
+        )));
         assert!(FIXTURE_SQL.contains(&format!(
             "{DEMO_USER_ID} {DEMO_USER_NAME}  {DEMO_USER_NAME}@example.com  Authenticated"
         )));
@@ -649,7 +828,7 @@ mod tests {
 
     #[test]
     fn the_demo_user_jwt_verifies_with_the_fixture_secret() {
-        let token = demo_user_jwt().unwrap();
+        let token = demo_user_jwt(JWT_SECRET).unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.required_spec_claims.clear();
         let data = jsonwebtoken::decode::<serde_json::Value>(
@@ -665,7 +844,13 @@ mod tests {
 
     #[test]
     fn the_demo_config_reads_everything_from_its_env() {
-        let cfg = demo_config(5433, "127.0.0.1:1338".parse().unwrap(), "*").unwrap();
+        let cfg = demo_config(
+            5433,
+            "127.0.0.1:1338".parse().unwrap(),
+            "*",
+            Flavor::Strapi4,
+        )
+        .unwrap();
         assert_eq!(
             cfg.database.display_target(),
             "strapi@127.0.0.1:5433/strapi"

@@ -14,6 +14,9 @@ pub struct HealthState {
     server_lsn: AtomicU64,
     confirmed_lsn: AtomicU64,
     last_commit_unix_micros: AtomicI64,
+    handed_lsn: AtomicU64,
+    rebuild_micros: AtomicU64,
+    rebuild_events: AtomicU64,
 }
 
 /// A cheap-to-clone handle on [`HealthState`].
@@ -58,6 +61,32 @@ impl Health {
             .store(unix_micros, Ordering::Relaxed);
     }
 
+    /// End of the last transaction the pipeline handed on (emitted).
+    pub fn set_handed_lsn(&self, lsn: Lsn) {
+        self.0.handed_lsn.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// The replay buffer was rebuilt from the slot at start: how long it took and how many
+    /// events it holds.
+    pub fn set_replay_rebuilt(&self, took: std::time::Duration, events: u64) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.0.rebuild_micros.store(micros, Ordering::Relaxed);
+        self.0.rebuild_events.store(events, Ordering::Relaxed);
+    }
+
+    /// Seconds the start-up rebuild of the replay buffer took, and the events it held.
+    pub fn replay_rebuilt(&self) -> (f64, u64) {
+        (
+            self.0.rebuild_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.0.rebuild_events.load(Ordering::Relaxed),
+        )
+    }
+
+    /// WAL the slot keeps for the replay window: handed-on position minus confirmed position.
+    pub fn replay_wal_bytes(&self) -> u64 {
+        Lsn(self.0.handed_lsn.load(Ordering::Relaxed)).bytes_since(self.confirmed_lsn())
+    }
+
     /// Ready to serve: streaming, with catalog and access loaded.
     pub fn is_ready(&self) -> bool {
         self.is_streaming() && self.is_catalog_loaded() && self.is_access_loaded()
@@ -88,9 +117,12 @@ impl Health {
         Lsn(self.0.confirmed_lsn.load(Ordering::Relaxed))
     }
 
-    /// Replication lag in bytes: server position minus confirmed position.
+    /// Replication lag in bytes: server position minus the position handed on (the confirmed
+    /// one before anything was handed on). The WAL kept for the replay window is
+    /// [`Health::replay_wal_bytes`], not lag.
     pub fn lag_bytes(&self) -> u64 {
-        self.server_lsn().bytes_since(self.confirmed_lsn())
+        let handed = Lsn(self.0.handed_lsn.load(Ordering::Relaxed)).max(self.confirmed_lsn());
+        self.server_lsn().bytes_since(handed)
     }
 
     /// Commit time of the last transaction handed on (µs since the Unix epoch), 0 if none.

@@ -12,6 +12,7 @@
 //! - [`pgoutput`]: pure decoding of pgoutput messages.
 //! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
+//! - [`delivery`]: offsets, the replay buffer and sockets behind the live stream.
 //! - [`io`]: the Socket.IO server, handshake, emit and subscriptions.
 //! - [`proxy`]: the optional reverse proxy to Strapi and the `find`/`findOne` events of REST
 //!   reads through it.
@@ -23,6 +24,7 @@ pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod health;
 pub mod io;

@@ -44,7 +44,8 @@ pub const EVENTS_DROPPED: &str = "strapi_io_events_dropped";
 pub const CONNECTIONS_REFUSED: &str = "strapi_io_connections_refused";
 /// Counter, label `event`: webhook calls that failed (non-2xx, timeout, unreachable, bad JSON).
 pub const WEBHOOK_FAILURES: &str = "strapi_io_webhook_failures";
-/// Gauge: bytes of WAL between the server's position and the confirmed position.
+/// Gauge: bytes of WAL between the server's position and the position handed on (the WAL
+/// kept for the replay window is [`REPLAY_WAL_BYTES`]).
 pub const REPLICATION_LAG_BYTES: &str = "strapi_io_replication_lag_bytes";
 /// Gauge: seconds since the commit time of the last transaction handed on (0 before the first).
 pub const REPLICATION_LAG_SECONDS: &str = "strapi_io_replication_lag_seconds";
@@ -102,6 +103,7 @@ struct Inner {
     server_lsn: Gauge,
     ready: Gauge,
     subscriptions: Family<TypeLabels, Gauge>,
+    replay: ReplayGauges,
     /// Serializes scrapes: the per-room family is cleared and refilled on each one.
     scrape: Mutex<()>,
 }
@@ -181,7 +183,7 @@ impl Metrics {
         );
         registry.register(
             REPLICATION_LAG_BYTES,
-            "WAL bytes between the server's position and the confirmed position",
+            "WAL bytes between the server's position and the position handed on",
             lag_bytes.clone(),
         );
         registry.register(
@@ -210,8 +212,10 @@ impl Metrics {
             "Subscriptions to a content type or one of its entries, by content type uid",
             subscriptions.clone(),
         );
+        let replay = ReplayGauges::register(&mut registry);
         Metrics(Arc::new(Inner {
             registry,
+            replay,
             sockets_connected,
             room_sockets,
             events_emitted,
@@ -347,6 +351,131 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &inner.registry)?;
         Ok(out)
+    }
+}
+
+/// Gauge: events held in the replay buffer.
+pub const REPLAY_EVENTS: &str = "strapi_io_replay_buffer_events";
+/// Gauge: bytes held in the replay buffer.
+pub const REPLAY_BYTES: &str = "strapi_io_replay_buffer_bytes";
+/// Gauge: WAL bytes the slot keeps for the replay window (handed-on minus confirmed position),
+/// apart from the replication lag.
+pub const REPLAY_WAL_BYTES: &str = "strapi_io_replay_wal_held_bytes";
+/// Gauge: events sent from the replay buffer since start (catch-up, slow sockets).
+pub const REPLAYED: &str = "strapi_io_replayed_events";
+/// Gauge: `strapi-io:resync` sent since start.
+pub const RESYNCS: &str = "strapi_io_resyncs";
+/// Gauge: sockets that fell behind because their queue was full, since start.
+pub const FELL_BEHIND: &str = "strapi_io_sockets_fell_behind";
+/// Gauge: sockets taking no live events now (catching up from the buffer).
+pub const SOCKETS_BEHIND: &str = "strapi_io_sockets_behind";
+/// Gauge: seconds the start-up rebuild of the replay buffer from the slot took.
+pub const REPLAY_REBUILD_SECONDS: &str = "strapi_io_replay_rebuild_seconds";
+/// Gauge: events the start-up rebuild put in the replay buffer.
+pub const REPLAY_REBUILD_EVENTS: &str = "strapi_io_replay_rebuild_events";
+
+/// The replay buffer's state at a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayReport {
+    /// Events held.
+    pub events: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Events sent from the buffer since start.
+    pub replayed: u64,
+    /// Resyncs sent since start.
+    pub resyncs: u64,
+    /// Sockets that fell behind since start.
+    pub fell_behind: u64,
+    /// Sockets behind now.
+    pub behind: u64,
+}
+
+struct ReplayGauges {
+    events: Gauge,
+    bytes: Gauge,
+    wal_bytes: Gauge,
+    replayed: Gauge,
+    resyncs: Gauge,
+    fell_behind: Gauge,
+    behind: Gauge,
+    rebuild_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    rebuild_events: Gauge,
+}
+
+impl ReplayGauges {
+    fn register(registry: &mut Registry) -> ReplayGauges {
+        let g = ReplayGauges {
+            events: Gauge::default(),
+            bytes: Gauge::default(),
+            wal_bytes: Gauge::default(),
+            replayed: Gauge::default(),
+            resyncs: Gauge::default(),
+            fell_behind: Gauge::default(),
+            behind: Gauge::default(),
+            rebuild_seconds: Gauge::default(),
+            rebuild_events: Gauge::default(),
+        };
+        let gauges: [(&str, &str, &Gauge); 7] = [
+            (REPLAY_EVENTS, "Events held in the replay buffer", &g.events),
+            (REPLAY_BYTES, "Bytes held in the replay buffer", &g.bytes),
+            (
+                REPLAY_WAL_BYTES,
+                "WAL bytes the slot keeps for the replay window (not replication lag)",
+                &g.wal_bytes,
+            ),
+            (
+                REPLAYED,
+                "Events sent from the replay buffer since start",
+                &g.replayed,
+            ),
+            (
+                RESYNCS,
+                "strapi-io:resync events sent since start",
+                &g.resyncs,
+            ),
+            (
+                FELL_BEHIND,
+                "Sockets that fell behind the live stream (full queue) since start",
+                &g.fell_behind,
+            ),
+            (
+                SOCKETS_BEHIND,
+                "Sockets catching up from the replay buffer now",
+                &g.behind,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            REPLAY_REBUILD_SECONDS,
+            "Seconds the start-up rebuild of the replay buffer from the slot took",
+            g.rebuild_seconds.clone(),
+        );
+        registry.register(
+            REPLAY_REBUILD_EVENTS,
+            "Events the start-up rebuild put in the replay buffer",
+            g.rebuild_events.clone(),
+        );
+        g
+    }
+}
+
+impl Metrics {
+    /// Sets the replay gauges for the next [`Metrics::render`].
+    pub fn set_replay(&self, health: &Health, r: ReplayReport) {
+        let g = &self.0.replay;
+        g.events.set(saturating_i64(r.events));
+        g.bytes.set(saturating_i64(r.bytes));
+        g.wal_bytes.set(saturating_i64(health.replay_wal_bytes()));
+        g.replayed.set(saturating_i64(r.replayed));
+        g.resyncs.set(saturating_i64(r.resyncs));
+        g.fell_behind.set(saturating_i64(r.fell_behind));
+        g.behind.set(saturating_i64(r.behind));
+        let (seconds, events) = health.replay_rebuilt();
+        g.rebuild_seconds.set(seconds);
+        g.rebuild_events.set(saturating_i64(events));
     }
 }
 

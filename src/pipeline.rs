@@ -3,15 +3,18 @@
 //! ```text
 //! replication ──mpsc<Replicated>──▶ process: pgoutput::Decoder → strapi::Model → access::Access → io::Emitter
 //!      ▲                                                                                   │
-//!      └──────────────────── watch<Progress> (end LSN of transactions handed on) ◀─────────┘
+//!      └──────── watch<Progress> (end LSN handed on, what the replay buffer keeps) ◀────────┘
 //! ```
 //!
 //! The replication client reads from PostgreSQL into a bounded channel (a slow emitter fills
 //! it, reading stops, PostgreSQL keeps the WAL). One task runs decode → model → authorize →
 //! emit for each message in stream order, so an access change applies before the next event,
-//! and reports back the end LSN of every transaction whose events were handed to Socket.IO:
-//! only that is confirmed to PostgreSQL. Shutdown stops reading first, lets this task drain the
-//! channel, then confirms and closes.
+//! and reports back the end LSN of every transaction whose events were handed to Socket.IO,
+//! and how far back the replay buffer reaches: confirmed to PostgreSQL is the older of the two,
+//! so the slot keeps the replay window's WAL and a restart rebuilds the buffer from it (sockets
+//! wait for that). Each event gets its offset here (commit LSN, position in the transaction);
+//! transactions a new replication session sends again are skipped. Shutdown stops reading
+//! first, lets this task drain the channel, then confirms and closes.
 
 use std::time::Duration;
 
@@ -23,8 +26,10 @@ use tracing::{error, info, warn};
 
 use crate::access::{Access, AccessConfig, Outgoing};
 use crate::config::Config;
+use crate::delivery::{Entry, Offset, Target};
 use crate::health::Health;
 use crate::io::{self, Emitter, IoOptions};
+use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
@@ -77,12 +82,20 @@ pub async fn run(
             admin_token: cfg.admin_token.clone(),
             proxy,
             limits: cfg.limits.clone(),
+            delivery: cfg.delivery,
+            wal_emit: Some(io::WalEmit {
+                database: cfg.database.clone(),
+                prefix: cfg.message_prefix.clone(),
+                allow_data_actions: cfg.allow_data_actions,
+            }),
         },
         access.handle(),
         catalog,
         health.clone(),
         metrics,
     );
+    // Handshakes wait until the replay buffer is rebuilt from the slot (see `CaughtUp`).
+    emitter.replay_rebuilding();
     let local = listener.local_addr().ok();
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(io::serve(
@@ -121,6 +134,8 @@ pub async fn run(
         state: Progress::default(),
         access_changed: false,
         outputs: Vec::new(),
+        stream: StreamPosition::default(),
+        shutdown: shutdown.clone(),
         max_event_bytes: cfg.io.max_event_bytes,
     };
     let processed = processor.run(rx).await;
@@ -145,7 +160,7 @@ pub async fn run(
 /// no place in its order and nothing to confirm). Ends when the proxy is gone.
 async fn emit_reads(mut reads: ReadEvents, emitter: Emitter) {
     while let Some(delivery) = reads.next().await {
-        emitter.send(Outgoing::Deliver(delivery)).await;
+        emitter.send(Outgoing::Deliver(delivery));
     }
 }
 
@@ -235,20 +250,78 @@ struct Processor {
     state: Progress,
     access_changed: bool,
     outputs: Vec<ModelOutput>,
+    stream: StreamPosition,
+    shutdown: CancellationToken,
     /// `[io] max_event_bytes`: larger data events go out with the id only.
     max_event_bytes: usize,
 }
 
+/// Where the processing task is in the stream: what gives each event its offset, and what was
+/// already handled (a new replication session resends what is not confirmed, and the
+/// confirmed position trails by the replay window, so that is skipped).
+#[derive(Debug, Default)]
+struct StreamPosition {
+    /// Commit LSN of the current transaction (or LSN of a non-transactional message).
+    lsn: Lsn,
+    /// Events of the current transaction so far: the next event's position in it.
+    seq: u32,
+    /// Commit time of the current transaction (Unix µs), which the replay window counts from.
+    at_micros: i64,
+    /// The last transaction (commit LSN) or non-transactional message fully handled.
+    done: Lsn,
+    /// The current transaction was handled in an earlier session: skip it.
+    skipping: bool,
+}
+
+/// How a change that failed for a reason reconnecting may cure is retried: first after this
+/// long, doubling up to [`RETRY_MAX`]. The pipeline holds meanwhile (nothing later is emitted
+/// or confirmed), so the change is never skipped for a lost connection.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Sockets wait at most this long at start for the replay buffer to be rebuilt (PostgreSQL
+/// unreachable, or a window too large to decode in time), well within the client's connect
+/// timeout.
+const REBUILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// How often the replay buffer is trimmed and the position to confirm updated while the
+/// stream is idle.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 impl Processor {
     async fn run(&mut self, mut rx: mpsc::Receiver<Replicated>) -> anyhow::Result<()> {
-        while let Some(item) = rx.recv().await {
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        let mut rebuild_started = Some(std::time::Instant::now());
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = trim.tick() => {
+                    if rebuild_started.is_some_and(|t| t.elapsed() >= REBUILD_LIMIT) {
+                        rebuild_started = None;
+                        warn!(
+                            "the replay buffer is not rebuilt after {REBUILD_LIMIT:?}; accepting \
+                             connections anyway (a client may see an event twice)"
+                        );
+                        self.emitter.replay_ready();
+                    }
+                    self.update_progress();
+                    continue;
+                }
+            };
+            let Some(item) = item else {
+                break;
+            };
             match item {
                 Replicated::Session { start } => {
                     // A new session resends every transaction not yet confirmed; anything of an
-                    // unfinished transaction from the old one is void.
+                    // unfinished transaction from the old one is void, and what was handled in
+                    // an earlier session is skipped.
                     info!(%start, "replication session started");
                     self.decoder = Decoder::new();
                     self.state.in_transaction = false;
+                    self.stream.skipping = false;
+                    self.state.flushed = self.state.flushed.max(start);
+                    self.emitter.streaming_from(start);
                 }
                 Replicated::Data(batch) => {
                     let count = batch.len() as u64;
@@ -257,10 +330,31 @@ impl Processor {
                     }
                     self.state.handed += count;
                 }
+                Replicated::CaughtUp => {
+                    if let Some(started) = rebuild_started.take() {
+                        let (events, bytes, _) = self.emitter.replay_stats();
+                        self.health
+                            .set_replay_rebuilt(started.elapsed(), events as u64);
+                        info!(
+                            events,
+                            bytes,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "replay buffer rebuilt from the slot; accepting connections"
+                        );
+                        self.emitter.replay_ready();
+                    }
+                }
             }
-            self.progress.send_replace(self.state);
+            self.update_progress();
         }
         Ok(())
+    }
+
+    /// Reports progress: what was handed on, and what the replay buffer still needs kept.
+    fn update_progress(&mut self) {
+        self.state.keep = self.emitter.replay_keep_from().unwrap_or(Lsn::ZERO);
+        self.health.set_handed_lsn(self.state.flushed);
+        self.progress.send_replace(self.state);
     }
 
     async fn handle(&mut self, payload: bytes::Bytes, lsn: crate::lsn::Lsn) {
@@ -273,48 +367,155 @@ impl Processor {
             }
         };
         match &change {
-            Change::Begin { .. } => self.state.in_transaction = true,
+            Change::Begin {
+                commit_lsn,
+                commit_time,
+                ..
+            } => {
+                self.state.in_transaction = true;
+                self.stream.skipping = *commit_lsn <= self.stream.done;
+                self.stream.lsn = *commit_lsn;
+                self.stream.seq = 0;
+                self.stream.at_micros = commit_time.unix_micros();
+            }
             Change::Commit { .. } => self.state.in_transaction = false,
+            Change::Message(m) if !m.transactional => {
+                if m.lsn <= self.stream.done {
+                    return;
+                }
+                self.stream.lsn = m.lsn;
+                self.stream.seq = 0;
+                self.stream.at_micros = crate::delivery::now_micros();
+            }
             _ => {}
         }
-        self.ensure_client().await;
-        let mut outputs = std::mem::take(&mut self.outputs);
-        if let Err(e) = self.model.handle(&self.client, change, &mut outputs).await {
-            error!(%lsn, error = %e, "could not build events for a change; skipping it");
+        if self.stream.skipping {
+            if let Change::Commit { end_lsn, .. } = &change {
+                self.stream.skipping = false;
+                self.state.flushed = self.state.flushed.max(*end_lsn);
+            }
+            return;
         }
-        for output in outputs.drain(..) {
-            self.output(output).await;
+        let done = match &change {
+            Change::Commit { .. } => Some(self.stream.lsn),
+            Change::Message(m) if !m.transactional => Some(m.lsn),
+            _ => None,
+        };
+        let mut delay = RETRY_FIRST;
+        loop {
+            self.ensure_client().await;
+            let mut outputs = std::mem::take(&mut self.outputs);
+            outputs.clear();
+            match self
+                .model
+                .handle(&self.client, change.clone(), &mut outputs)
+                .await
+            {
+                Ok(()) => {
+                    for output in outputs.drain(..) {
+                        self.output(output);
+                    }
+                    self.outputs = outputs;
+                    break;
+                }
+                Err(e) if e.is_retryable() && !self.shutdown.is_cancelled() => {
+                    self.outputs = outputs;
+                    // Never skipped (its transaction would be confirmed without it): the
+                    // pipeline holds until the database answers again.
+                    warn!(%lsn, error = %e, retry_in = ?delay, "could not build events for a change; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    self.outputs = outputs;
+                    error!(%lsn, error = %e, "could not build events for a change; skipping it");
+                    break;
+                }
+            }
         }
-        self.outputs = outputs;
+        if let Some(done) = done {
+            self.stream.done = self.stream.done.max(done);
+        }
     }
 
-    async fn output(&mut self, output: ModelOutput) {
+    /// The next event's offset in the stream.
+    fn next_offset(&mut self) -> Offset {
+        let offset = Offset::new(self.stream.lsn, self.stream.seq);
+        self.stream.seq = self.stream.seq.saturating_add(1);
+        offset
+    }
+
+    /// A stream event as the delivery stage keeps it.
+    fn entry(
+        &mut self,
+        offset: Offset,
+        event: String,
+        payload: crate::strapi::Payload,
+        target: Target,
+        rule: Option<(String, crate::strapi::Action)>,
+    ) -> Entry {
+        Entry {
+            offset,
+            offset_text: offset.to_string(),
+            event,
+            payload,
+            target,
+            rule,
+            keep_from: self.state.flushed,
+            at_micros: self.stream.at_micros,
+        }
+    }
+
+    fn output(&mut self, output: ModelOutput) {
         match output {
             ModelOutput::Access(change) => {
                 self.access.apply(change);
                 self.access_changed = true;
             }
             ModelOutput::Event(event) => {
-                self.flush_access_change().await;
+                self.flush_access_change();
+                // Every event takes a position, emitted or not, so offsets stay the same
+                // whatever the permissions were when it was (re)read.
+                let offset = self.next_offset();
+                let rule = (event.content_type.uid.clone(), event.action.clone());
                 let Some(event) = strapi::limit_event(event, self.max_event_bytes) else {
                     return;
                 };
                 if let Some(delivery) = self.access.authorize(event) {
-                    self.emitter.send(Outgoing::Deliver(delivery)).await;
+                    let rooms = self
+                        .emitter
+                        .target_rooms(delivery.rooms, delivery.subject.as_ref());
+                    let entry = self.entry(
+                        offset,
+                        delivery.event,
+                        delivery.payload,
+                        Target::Rooms(rooms),
+                        Some(rule),
+                    );
+                    self.emitter.publish(entry);
                 }
             }
             ModelOutput::Raw(raw) => {
-                self.flush_access_change().await;
+                self.flush_access_change();
+                let offset = self.next_offset();
                 if !strapi::limit_raw(&raw, self.max_event_bytes) {
                     return;
                 }
-                self.emitter.send(Outgoing::Raw(raw)).await;
+                let target = match raw.rooms {
+                    None => Target::Everyone,
+                    Some(rooms) => Target::Rooms(rooms.into()),
+                };
+                let entry = self.entry(offset, raw.event, raw.data, target, None);
+                self.emitter.publish(entry);
             }
             ModelOutput::Commit {
                 end_lsn,
                 commit_time,
             } => {
-                self.flush_access_change().await;
+                self.flush_access_change();
                 self.state.flushed = self.state.flushed.max(end_lsn);
                 self.health.set_last_commit(commit_time.unix_micros());
             }
@@ -322,9 +523,9 @@ impl Processor {
     }
 
     /// Sockets are re-checked once per run of access changes, before the next event goes out.
-    async fn flush_access_change(&mut self) {
+    fn flush_access_change(&mut self) {
         if std::mem::take(&mut self.access_changed) {
-            self.emitter.send(Outgoing::AccessChanged).await;
+            self.emitter.send(Outgoing::AccessChanged);
         }
     }
 

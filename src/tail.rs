@@ -162,6 +162,7 @@ pub async fn run(
                 decoder = Decoder::new();
                 state.in_transaction = false;
             }
+            Replicated::CaughtUp => {}
             Replicated::Data(batch) => {
                 let count = batch.len() as u64;
                 for x in batch {

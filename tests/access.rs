@@ -61,6 +61,7 @@ fn config() -> AccessConfig {
         public_role_name: "Public".to_owned(),
         permission_mode: PermissionMode::Read,
         jwt_secret: Some(Secret::new(JWT_SECRET)),
+        jwt_management: Default::default(),
         api_token_salt: Some(Secret::new("7hOJwW+vNX8lRL0c0cedWA==")),
     }
 }

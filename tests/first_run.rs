@@ -203,7 +203,15 @@ async fn demo_streams_each_action_to_socket_io_clients_and_removes_its_cluster()
     let addr = format!("127.0.0.1:{}", free_port());
     let mut demo = Running::spawn(bridge(
         cwd.path(),
-        &["demo", "--interval", "0.3", "--listen", &addr],
+        &[
+            "demo",
+            "--strapi",
+            "4",
+            "--interval",
+            "0.3",
+            "--listen",
+            &addr,
+        ],
         &[],
     ));
 
@@ -322,6 +330,96 @@ async fn demo_streams_each_action_to_socket_io_clients_and_removes_its_cluster()
     );
     eprintln!("demo: first event {first_event:?} after the process started");
     assert!(first_event < Duration::from_secs(30), "{first_event:?}");
+}
+
+#[tokio::test]
+async fn demo_shows_a_strapi5_database_by_default_one_event_per_document_operation() {
+    let cwd = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut demo = Running::spawn(bridge(
+        cwd.path(),
+        &["demo", "--interval", "0.3", "--listen", &addr],
+        &[],
+    ));
+    let cluster_line = demo.line_starting("  cluster    ").await;
+    let folder = PathBuf::from(
+        cluster_line
+            .split_whitespace()
+            .nth(1)
+            .expect("the cluster line names the folder"),
+    );
+    demo.line_starting("    node -e ").await;
+    let with_token = demo.line_starting("    node -e ").await;
+    let token = with_token
+        .split("token: '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the second snippet carries a token");
+    assert!(
+        demo.stdout_text().contains("small Strapi 5 database"),
+        "{}",
+        demo.stdout_text()
+    );
+    let url = format!("http://{addr}/");
+    let mut public = SioClient::connected_url(url.clone(), json!({})).await;
+    let mut alice = SioClient::connected_url(url, json!({ "token": token })).await;
+    let event_timeout = Duration::from_secs(20);
+
+    // A document's whole life, in Strapi 5's flat shape: the published row of a publish has
+    // its own id, the document id stays.
+    let (mut name, mut data) = public.next_event(event_timeout).await;
+    while name != "message:create" {
+        (name, data) = public.next_event(event_timeout).await;
+    }
+    let document = data["data"]["documentId"].clone();
+    assert!(document.is_string(), "{data}");
+    assert!(
+        data["data"].get("attributes").is_none(),
+        "flat payload: {data}"
+    );
+    assert!(
+        data["data"].get("secret").is_none(),
+        "private attribute sent: {data}"
+    );
+    assert_eq!(data["data"]["publishedAt"], Value::Null, "a draft: {data}");
+    for (want, published) in [
+        ("message:update", false),
+        ("message:publish", true),
+        ("message:unpublish", false),
+        ("message:delete", false),
+    ] {
+        let (name, data) = public.next_event(event_timeout).await;
+        assert_eq!(name, want, "{data}");
+        assert_eq!(data["data"]["documentId"], document, "{name}: {data}");
+        assert_eq!(
+            data["data"]["publishedAt"].is_string(),
+            published,
+            "{name}: {data}"
+        );
+    }
+    let (name, data) = public.next_event(event_timeout).await;
+    assert_eq!(name, "homepage:createOrUpdate", "{data}");
+    assert!(data["data"]["publishedAt"].is_string(), "{data}");
+    let (name, data) = public.next_event(event_timeout).await;
+    assert_eq!(name, "message:create", "Public reads no chats: {data}");
+    loop {
+        let (name, data) = alice.next_event(event_timeout).await;
+        if name == "chat:create" {
+            assert!(data["data"]["publishedAt"].is_string(), "{data}");
+            break;
+        }
+    }
+    public.close().await;
+    alice.close().await;
+    demo.terminate();
+    let status = demo.exit_status().await;
+    assert!(
+        status.success(),
+        "demo exited with {status}\nstdout:\n{}\nstderr:\n{}",
+        demo.stdout_text(),
+        demo.stderr_text()
+    );
+    assert!(!folder.exists(), "{} is left", folder.display());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,8 +27,14 @@ mod access;
 mod proxy;
 // Subscriptions: explicit mode, subscribe/unsubscribe acks, plugin 5.x names, revocation.
 mod subscriptions;
+// Strapi 5: recorded requests replayed, one event per document, REST-shaped payloads.
+mod model5;
+// Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.
+mod access5;
 // Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
 // and that every tests/*.rs is compiled.
 mod limits;
+// Every client gets every event: offsets, catch-up after reconnects and restarts, slow clients.
+mod delivery;
 // What never leaves the bridge: private attributes, admin types, tail's secrets, forged messages.
 mod privacy;

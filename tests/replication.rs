@@ -231,6 +231,7 @@ async fn consume(
                 progress.send_replace(p);
                 let _ = seen.send(Seen::Session(start));
             }
+            Replicated::CaughtUp => {}
             Replicated::Data(batch) => {
                 for x in batch {
                     p.handed += 1;
@@ -1238,7 +1239,7 @@ async fn drain_rate_against_pg_recvlogical() {
     let mut commits = 0;
     while commits < ROWS / PER_TX {
         match rx.recv().await.expect("stream") {
-            Replicated::Session { .. } => {}
+            Replicated::Session { .. } | Replicated::CaughtUp => {}
             Replicated::Data(batch) => {
                 for x in batch {
                     messages += 1;
@@ -1248,6 +1249,7 @@ async fn drain_rate_against_pg_recvlogical() {
                             flushed: end_lsn,
                             handed: messages,
                             in_transaction: false,
+                            keep: Lsn::ZERO,
                         });
                     }
                 }

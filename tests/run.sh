@@ -4,7 +4,8 @@
 #   1. formatting and lints;
 #   2. every Rust test: unit tests, and integration tests against throwaway PostgreSQL
 #      clusters with real Socket.IO clients (Rust and npm socket.io-client);
-#   3. end to end against a real Strapi 4.26.2 installed from npm (tests/e2e/run.sh).
+#   3. end to end against a real Strapi 4.26.2 and a real Strapi 5.54.0, each installed from
+#      npm into its own cache folder (tests/e2e/run.sh, tests/e2e/run.sh --strapi 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Nothing is skipped quietly: this command always runs the bridge's end-to-end tests.
@@ -21,3 +22,4 @@ cargo test --locked --no-fail-fast
 CARGO_TARGET_DIR="$PWD/target" cargo check --locked --manifest-path fuzz/Cargo.toml
 cargo test --locked --manifest-path bench/loadgen/Cargo.toml
 E2E_STRICT=1 BRIDGE_BIN="$PWD/target/debug/strapi-io-bridge" bash tests/e2e/run.sh
+E2E_STRICT=1 BRIDGE_BIN="$PWD/target/debug/strapi-io-bridge" bash tests/e2e/run.sh --strapi 5

@@ -1,4 +1,12 @@
-//! Users-permissions JWTs: `{"id": <up_users.id>, "iat", "exp"}` signed with `JWT_SECRET`.
+//! Users-permissions JWTs signed with `JWT_SECRET`: Strapi 4's (and Strapi 5's legacy)
+//! `{"id": <up_users.id>, "iat", "exp"}`, and Strapi 5's session access tokens
+//! `{"userId": "<up_users.id>", "sessionId", "type": "access", "iat", "exp"}`.
+//!
+//! Strapi 5's `jwtManagement` decides which: `legacy-support` (the default) accepts both,
+//! `refresh` only the session shape. A token whose `type` is present and not `access` (a
+//! refresh token, signed with the same secret) is refused in both modes, and so is a `userId`
+//! token without `type: "access"`. Like Strapi, the access token is verified statelessly: its
+//! session row in `strapi_sessions` is not consulted.
 //!
 //! Verified as Strapi 4 verifies them (`jsonwebtoken` for Node with no `algorithms` pin and a
 //! secret key): HS256, HS384 or HS512 with the UTF-8 bytes of the secret as the key;
@@ -9,6 +17,8 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+
+use crate::config::JwtManagement;
 
 /// Why a JWT was refused (for debug logs; the client only ever sees "Invalid token.").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,15 +38,22 @@ pub(crate) enum JwtError {
     /// `nbf` is in the future.
     #[error("not yet valid")]
     NotYetValid,
-    /// No numeric `id`.
+    /// No numeric `id` (nor a `userId` of digits).
     #[error("no numeric id")]
     NoId,
+    /// `type` is present and not `access` (a refresh token), or a `userId` token lacks it.
+    #[error("not an access token")]
+    NotAccess,
+    /// The `{"id": n}` shape while Strapi's `jwtManagement` is `refresh`.
+    #[error("legacy token shape refused in refresh mode")]
+    LegacyShape,
 }
 
 /// A users-permissions JWT verifier for one secret.
 pub(crate) struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    mode: JwtManagement,
 }
 
 impl JwtVerifier {
@@ -53,7 +70,14 @@ impl JwtVerifier {
         JwtVerifier {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            mode: JwtManagement::LegacySupport,
         }
+    }
+
+    /// The same verifier accepting the token shapes of `mode`.
+    pub fn with_mode(mut self, mode: JwtManagement) -> JwtVerifier {
+        self.mode = mode;
+        self
     }
 
     /// Verifies `token` at `now_secs` (Unix seconds) and returns the user id it names.
@@ -78,6 +102,28 @@ impl JwtVerifier {
             && now >= exp
         {
             return Err(JwtError::Expired);
+        }
+        let access = match claims.get("type") {
+            None => false,
+            Some(Value::String(t)) if t == "access" => true,
+            Some(_) => return Err(JwtError::NotAccess),
+        };
+        if let Some(user) = claims.get("userId") {
+            if !access {
+                return Err(JwtError::NotAccess);
+            }
+            // Strapi loads the user by `Number(userId)`; it issues the id as a string.
+            return match user {
+                Value::String(text) => text
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|_| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())),
+                other => json_id(other),
+            }
+            .ok_or(JwtError::NoId);
+        }
+        if self.mode == JwtManagement::Refresh {
+            return Err(JwtError::LegacyShape);
         }
         claims.get("id").and_then(json_id).ok_or(JwtError::NoId)
     }
@@ -168,6 +214,54 @@ mod tests {
     fn exp_is_only_enforced_when_present() {
         let v = JwtVerifier::new(SECRET);
         assert_eq!(v.verify(NO_EXP, i64::from(i32::MAX) * 4), Ok(1));
+    }
+
+    // Strapi 5.54.0 in refresh mode (strapi-v5/rest/02-login-alice.txt): alice's access token
+    // and refresh cookie; the others signed with the same secret by Python's `hmac`.
+    const SECRET5: &str = "RFskDQEdRWJ2hECtPuICNQ==";
+    const ACCESS5: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VySWQiOiIxIiwic2Vzc2lvbklkIjoiMjVmMTE4NGU2N2M1YzdkMDdjMTdhYWQ0NzQ3ZWYwZjAiLCJ0eXBlIjoiYWNjZXNzIiwiaWF0IjoxNzk1NzExMTQ0LCJleHAiOjE3OTU3MTE3NDR9.YAEvEcXKuMapius3fz0TFWhpHy3P0y-Bocu-o8oLfLU";
+    const REFRESH5: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VySWQiOiIxIiwic2Vzc2lvbklkIjoiMjVmMTE4NGU2N2M1YzdkMDdjMTdhYWQ0NzQ3ZWYwZjAiLCJ0eXBlIjoicmVmcmVzaCIsImV4cCI6MTc5NjkyMDc0NH0.GM5fEBBcHmThsS192UTtvN-xEIbh4I-A-Kwy1hbDvF8";
+    const LEGACY5: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6MSwiaWF0IjoxNzk1NzExMTQ0LCJleHAiOjE3OTgzMDMxNDR9.taVr9njB4WI3ZN8NkzJcw9Mc_JwgPf-9NQB5dVMrtak";
+    const NO_TYPE5: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VySWQiOiIxIiwic2Vzc2lvbklkIjoieCIsImlhdCI6MTc5NTcxMTE0NCwiZXhwIjoxNzk1NzExNzQ0fQ.PXvU7QKP0M-8TkV3xe0ywxpFl4u5LdHZ2Ct7u2qtlzo";
+    const ODD_TYPE5: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6MSwidHlwZSI6IndlaXJkIiwiaWF0IjoxNzk1NzExMTQ0LCJleHAiOjE3OTU3MTE3NDR9._0dmCdW9lud3OnNrVEOxhXDhBfha_w1gwkEgQtQH90E";
+    const BAD_USER_ID5: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VySWQiOiIxeCIsInNlc3Npb25JZCI6IngiLCJ0eXBlIjoiYWNjZXNzIiwiaWF0IjoxNzk1NzExMTQ0LCJleHAiOjE3OTU3MTE3NDR9.sQ2pHKULhpwhBJD13XQrAErpa5kmyOJWrH9mvKBUvfg";
+    /// The access token's `iat`; it expires 600 s later.
+    const IAT5: i64 = 1_795_711_144;
+
+    #[test]
+    fn strapi5_access_tokens_verify_in_both_modes_until_their_ten_minutes_end() {
+        for mode in [JwtManagement::LegacySupport, JwtManagement::Refresh] {
+            let v = JwtVerifier::new(SECRET5).with_mode(mode);
+            assert_eq!(v.verify(ACCESS5, IAT5), Ok(1), "{mode:?}");
+            assert_eq!(v.verify(ACCESS5, IAT5 + 599), Ok(1), "{mode:?}");
+            assert_eq!(v.verify(ACCESS5, IAT5 + 600), Err(JwtError::Expired));
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_and_other_types_are_refused_in_both_modes() {
+        for mode in [JwtManagement::LegacySupport, JwtManagement::Refresh] {
+            let v = JwtVerifier::new(SECRET5).with_mode(mode);
+            assert_eq!(v.verify(REFRESH5, IAT5), Err(JwtError::NotAccess));
+            assert_eq!(v.verify(ODD_TYPE5, IAT5), Err(JwtError::NotAccess));
+            assert_eq!(v.verify(NO_TYPE5, IAT5), Err(JwtError::NotAccess));
+            assert_eq!(v.verify(BAD_USER_ID5, IAT5), Err(JwtError::NoId));
+        }
+    }
+
+    #[test]
+    fn the_legacy_id_shape_is_accepted_only_in_legacy_support() {
+        let legacy = JwtVerifier::new(SECRET5);
+        assert_eq!(legacy.verify(LEGACY5, IAT5), Ok(1));
+        let refresh = JwtVerifier::new(SECRET5).with_mode(JwtManagement::Refresh);
+        assert_eq!(refresh.verify(LEGACY5, IAT5), Err(JwtError::LegacyShape));
+        // Strapi 4 tokens are the same shape.
+        assert_eq!(
+            JwtVerifier::new(SECRET)
+                .with_mode(JwtManagement::Refresh)
+                .verify(ALICE, IAT),
+            Err(JwtError::LegacyShape)
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The start-up load: the eight access tables and the `email_confirmation` setting, read in
-//! one repeatable-read transaction so permissions and their links agree.
+//! one repeatable-read transaction so permissions and their links agree. The link tables are
+//! read under Strapi 4's names (`*_links`) or, when those are missing, Strapi 5's (`*_lnk`).
 //!
 //! Rows are read with the simple query protocol, whose values are PostgreSQL's text output,
 //! the same bytes pgoutput sends; each row then goes through [`Tables::apply_row`] as an
@@ -85,8 +86,13 @@ pub(crate) async fn load_tables(client: &Client, schema: &str) -> Result<Tables,
 async fn read_all(client: &Client, schema: &str) -> Result<Tables, AccessError> {
     let mut tables = Tables::default();
     for table in AccessTable::ALL {
-        let name = table.table_name();
-        let present = table_columns(client, schema, name).await?;
+        let mut name = table.table_name();
+        let mut present = table_columns(client, schema, name).await?;
+        if present.is_empty() && table.strapi5_table_name() != name {
+            // Strapi 5 names its link tables `*_lnk`.
+            name = table.strapi5_table_name();
+            present = table_columns(client, schema, name).await?;
+        }
         if present.is_empty() {
             warn!(
                 schema,

@@ -253,6 +253,8 @@ pub struct AccessConfig {
     pub permission_mode: crate::config::PermissionMode,
     /// Users-permissions JWT secret (its UTF-8 bytes are the HMAC key).
     pub jwt_secret: Option<crate::config::Secret>,
+    /// Which JWT shapes are accepted (Strapi 5's `jwtManagement`).
+    pub jwt_management: crate::config::JwtManagement,
     /// Salt of API-token hashes.
     pub api_token_salt: Option<crate::config::Secret>,
 }
@@ -264,6 +266,7 @@ impl AccessConfig {
             public_role_name: auth.public_role_name.clone(),
             permission_mode: auth.permission_mode,
             jwt_secret: auth.jwt_secret.clone(),
+            jwt_management: auth.jwt_management,
             api_token_salt: auth.api_token_salt.clone(),
         }
     }

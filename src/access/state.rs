@@ -200,6 +200,7 @@ impl Default for State {
                 public_role_name: "Public".to_owned(),
                 permission_mode: PermissionMode::Read,
                 jwt_secret: None,
+                jwt_management: Default::default(),
                 api_token_salt: None,
             },
             loaded: false,
@@ -234,7 +235,7 @@ impl State {
         let jwt = cfg
             .jwt_secret
             .as_ref()
-            .map(|s| JwtVerifier::new(s.expose()));
+            .map(|s| JwtVerifier::new(s.expose()).with_mode(cfg.jwt_management));
         let view = View::build(&tables);
         State {
             cfg,

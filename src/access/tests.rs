@@ -196,6 +196,7 @@ fn config(mode: PermissionMode) -> AccessConfig {
         public_role_name: "Public".to_owned(),
         permission_mode: mode,
         jwt_secret: Some(Secret::new(JWT_SECRET)),
+        jwt_management: Default::default(),
         api_token_salt: Some(Secret::new(API_TOKEN_SALT)),
     }
 }

@@ -422,6 +422,45 @@ fn the_proxy_is_off_unless_an_http_upstream_is_given() {
 }
 
 #[test]
+fn jwt_management_comes_from_config_toml_then_the_projects_plugins_js() {
+    let dir = std::env::temp_dir().join(format!("jwt-mode-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(dir.join("config"));
+    let mut src = sources("");
+    assert_eq!(
+        resolve(&src).auth.jwt_management,
+        JwtManagement::LegacySupport
+    );
+    src.strapi_dir = Some(dir.clone());
+    assert_eq!(
+        resolve(&src).auth.jwt_management,
+        JwtManagement::LegacySupport
+    );
+    let _ = std::fs::write(
+        dir.join("config/plugins.js"),
+        "module.exports = () => ({ 'users-permissions': { config: { jwtManagement: 'refresh' } } });",
+    );
+    let auth = resolve(&src).auth;
+    assert_eq!(auth.jwt_management, JwtManagement::Refresh);
+    assert!(
+        auth.jwt_management_origin.contains("plugins.js"),
+        "{}",
+        auth.jwt_management_origin
+    );
+    let mut explicit = sources("[auth]\njwt_management = \"legacy-support\"\n");
+    explicit.strapi_dir = Some(dir.clone());
+    assert_eq!(
+        resolve(&explicit).auth.jwt_management,
+        JwtManagement::LegacySupport
+    );
+    let err = resolve_err(&sources("[auth]\njwt_management = \"session\"\n"));
+    assert!(
+        err.contains("auth.jwt_management") && err.contains("refresh"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn cors_star_with_credentials_is_refused_naming_the_key_and_the_fix() {
     for origin in ["\"*\"", "[\"http://a.example\", \"*\"]"] {
         let err = resolve_err(&sources(&format!(

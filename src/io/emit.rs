@@ -1,48 +1,166 @@
-//! Emit: deliveries and raw messages to rooms, and access re-checks of connected sockets.
+//! Emit: every stream event to the sockets of its rooms with its offset, catch-up and slow
+//! sockets fed from the replay buffer, and access re-checks of connected sockets.
+//!
+//! Each event is offered to each target socket on its own (not as one broadcast), so that a
+//! socket whose queue is full is known by its id: it stops taking live events and is fed from
+//! the [replay buffer](crate::delivery) as it drains, in order, instead of silently missing
+//! the event. Live emits and feeding take the delivery lock in turn, so a socket moving from
+//! one to the other sees no gap and no duplicate.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
 use socketioxide::adapter::Adapter;
-use socketioxide::{BroadcastError, SocketError};
-use tracing::{debug, error, warn};
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::{BroadcastError, SendError, SocketError};
+use tracing::{debug, error, info, warn};
 
+use super::flow::Flows;
 use super::{Emitter, Shared, handshake, subscriptions};
-use crate::access::Delivery;
+use crate::access::{Delivery, RoomName, Subject};
+use crate::delivery::{Behind, Entry, Fed, Offset, RESYNC_EVENT, Replay, Sent, Target, now_micros};
 use crate::strapi::RawEmit;
 
+/// How often sockets behind the live stream are offered more of the buffer.
+const FEED_EVERY: Duration = Duration::from_millis(20);
+
+/// Entries offered to one socket per feeding round, so the lock is never held long.
+const FEED_STEP: usize = 512;
+
+/// A socket whose handshake started but never completed is forgotten after this long.
+const NEVER_STARTED: Duration = Duration::from_secs(120);
+
 impl<A: Adapter> Emitter<A> {
-    /// One emit to every room of the delivery; a socket in several of them gets it once.
-    /// No room: nothing is sent (an empty room list must never widen to "everyone").
-    pub(super) async fn deliver(&self, delivery: &Delivery) {
-        let mut rooms = delivery.rooms.to_vec();
-        subscriptions::add_rooms(&self.shared, delivery.subject.as_ref(), &mut rooms);
+    /// Emits one stream event: kept in the replay buffer, and queued for every socket of its
+    /// target that takes live events, with its offset as the last argument. A socket whose
+    /// queue is full falls behind (it is fed from the buffer later) instead of missing it.
+    pub fn publish(&self, entry: Entry) {
+        if entry.rule.is_some() {
+            self.count_event(&entry.event);
+        } else {
+            self.shared.metrics.raw_emitted();
+        }
+        self.emit_entry(entry);
+    }
+
+    fn count_event(&self, event: &str) {
+        let (content_type, action) = event.split_once(':').unwrap_or((event, ""));
+        self.shared.metrics.event_emitted(content_type, action);
+    }
+
+    fn emit_entry(&self, entry: Entry) {
+        let entry = Arc::new(entry);
+        let mut replay = self.shared.hub.lock();
+        // What a live socket had before this one: where it resumes if this does not fit.
+        let before = replay
+            .buffer
+            .newest()
+            .unwrap_or_else(|| replay.buffer.floor());
+        replay.buffer.push(entry.clone(), now_micros());
+        let Some(op) = self.io.of("/") else {
+            return;
+        };
+        let sockets = match &entry.target {
+            Target::Rooms(rooms) if rooms.is_empty() => return,
+            Target::Rooms(rooms) => op.to(rooms.to_vec()).sockets(),
+            Target::Everyone => op.sockets(),
+        };
+        let mut flows = self.shared.lock_flows();
+        let mut fell_behind = 0u64;
+        for socket in sockets {
+            if replay.behind.contains_key(&socket.id) {
+                continue;
+            }
+            let sent = if flows.has_room(&socket) {
+                send(&socket, &entry)
+            } else {
+                Sent::Full
+            };
+            match sent {
+                Sent::Queued => flows.sent(&socket, &entry),
+                Sent::Full => {
+                    fell_behind += 1;
+                    replay
+                        .behind
+                        .insert(socket.id, Behind::new(before, before.to_string(), true));
+                }
+                Sent::NotForIt | Sent::Gone => {}
+            }
+        }
+        drop(flows);
+        if fell_behind > 0 {
+            replay.stats.fell_behind += fell_behind;
+            self.shared.report_behind(&entry.event, fell_behind);
+        }
+    }
+
+    /// `rooms`, and the subscription rooms of `subject` when some socket subscribed to its
+    /// type: where an event goes. A socket in several of them gets it once.
+    pub fn target_rooms(
+        &self,
+        rooms: Arc<[RoomName]>,
+        subject: Option<&Subject>,
+    ) -> Arc<[RoomName]> {
+        let mut extra = Vec::new();
+        subscriptions::add_rooms(&self.shared, subject, &mut extra);
+        if extra.is_empty() {
+            return rooms;
+        }
+        rooms.iter().cloned().chain(extra).collect()
+    }
+
+    /// A delivery from outside the stream (it has no WAL position): it gets the offset after
+    /// the newest one held. The pipeline uses [`Emitter::publish`] with the event's own offset.
+    pub(super) fn deliver(&self, delivery: &Delivery) {
+        let rooms = self.target_rooms(delivery.rooms.clone(), delivery.subject.as_ref());
         if rooms.is_empty() {
             return;
         }
-        let (content_type, action) = delivery
-            .event
-            .split_once(':')
-            .unwrap_or((delivery.event.as_str(), ""));
-        self.shared.metrics.event_emitted(content_type, action);
-        let Some(op) = self.io.of("/") else {
-            return;
-        };
-        let res = op.to(rooms).emit(&delivery.event, &delivery.payload).await;
-        self.shared.account(&delivery.event, res);
+        self.count_event(&delivery.event);
+        let offset = self.next_local_offset();
+        self.emit_entry(Entry {
+            offset,
+            offset_text: offset.to_string(),
+            event: delivery.event.clone(),
+            payload: delivery.payload.clone(),
+            target: Target::Rooms(rooms),
+            rule: None,
+            keep_from: crate::lsn::Lsn::ZERO,
+            at_micros: now_micros(),
+        });
     }
 
-    /// A custom `raw`: to the rooms (room names or socket ids) or, with none given, to every
-    /// socket.
-    pub(super) async fn raw(&self, raw: &RawEmit) {
-        let Some(op) = self.io.of("/") else {
+    /// A custom `raw` from outside the stream; see [`Emitter::deliver`].
+    pub(super) fn raw(&self, raw: &RawEmit) {
+        if raw.rooms.as_ref().is_some_and(Vec::is_empty) {
             return;
-        };
-        let op = match &raw.rooms {
-            None => op,
-            Some(rooms) if rooms.is_empty() => return,
-            Some(rooms) => op.to(rooms.clone()),
-        };
+        }
         self.shared.metrics.raw_emitted();
-        let res = op.emit(&raw.event, &raw.data).await;
-        self.shared.account(&raw.event, res);
+        let offset = self.next_local_offset();
+        self.emit_entry(Entry {
+            offset,
+            offset_text: offset.to_string(),
+            event: raw.event.clone(),
+            payload: raw.data.clone(),
+            target: raw
+                .rooms
+                .as_ref()
+                .map_or(Target::Everyone, |r| Target::Rooms(Arc::from(r.as_slice()))),
+            rule: None,
+            keep_from: crate::lsn::Lsn::ZERO,
+            at_micros: now_micros(),
+        });
+    }
+
+    fn next_local_offset(&self) -> Offset {
+        let replay = self.shared.hub.lock();
+        let last = replay
+            .buffer
+            .newest()
+            .unwrap_or_else(|| replay.buffer.floor());
+        Offset::new(last.lsn, last.seq.saturating_add(1))
     }
 
     /// Sockets the message would reach: for the HTTP API's answer.
@@ -69,37 +187,206 @@ impl<A: Adapter> Emitter<A> {
             handshake::recheck(&self.shared, socket);
         }
     }
+
+    /// One feeding round: every socket behind the live stream gets the next part of the
+    /// buffer.
+    pub(super) fn feed_behind(&self) {
+        let mut replay = self.shared.hub.lock();
+        let mut flows = self.shared.lock_flows();
+        if self.shared.gc_due() {
+            flows.retain(|sid| self.io.get_socket(sid).is_some());
+        }
+        if replay.behind.is_empty() {
+            return;
+        }
+        let sids: Vec<Sid> = replay.behind.keys().copied().collect();
+        for sid in sids {
+            let Some(behind) = replay.behind.remove(&sid) else {
+                continue;
+            };
+            if !behind.started {
+                if behind.since.elapsed() < NEVER_STARTED {
+                    replay.behind.insert(sid, behind);
+                }
+                continue;
+            }
+            let Some(socket) = self.io.get_socket(sid) else {
+                continue;
+            };
+            feed_socket(&self.shared, &mut replay, &mut flows, &socket, behind);
+        }
+    }
+
+    /// Starts the task that feeds sockets behind the live stream; it ends with
+    /// [`Emitter::close`].
+    pub(super) fn spawn_feeder(&self) {
+        let emitter = self.clone();
+        let stop = self.shared.stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FEED_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => emitter.feed_behind(),
+                }
+            }
+        });
+    }
 }
 
-/// How often dropped messages are reported in the log at most.
-const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// The handshake asked for a catch-up and CONNECT is sent: feed the socket now.
+pub(super) fn start_catch_up<A: Adapter>(shared: &Shared, socket: &SocketRef<A>) {
+    let mut replay = shared.hub.lock();
+    let Some(mut behind) = replay.behind.remove(&socket.id) else {
+        return;
+    };
+    behind.started = true;
+    let mut flows = shared.lock_flows();
+    feed_socket(shared, &mut replay, &mut flows, socket, behind);
+}
+
+/// Feeds one socket (taken out of `replay.behind`) and puts it back if it is still behind.
+fn feed_socket<A: Adapter>(
+    shared: &Shared,
+    replay: &mut Replay<Sid>,
+    flows: &mut Flows,
+    socket: &SocketRef<A>,
+    mut behind: Behind,
+) {
+    let fed = replay.feed(&mut behind, FEED_STEP, |entry| {
+        if !may_receive(shared, socket, entry) {
+            return Sent::NotForIt;
+        }
+        if !flows.has_room(socket) {
+            return Sent::Full;
+        }
+        let sent = send(socket, entry);
+        if sent == Sent::Queued {
+            flows.sent(socket, entry);
+        }
+        sent
+    });
+    match fed {
+        Fed::CaughtUp => {
+            debug!(socket = %socket.id, at = %behind.after, "socket caught up; live again");
+        }
+        Fed::StillBehind => {
+            replay.behind.insert(socket.id, behind);
+        }
+        Fed::Gone => {}
+        Fed::TooOld { asked, oldest } => {
+            let data = json!({ "offset": asked, "oldest": oldest.map(|o| o.to_string()) });
+            match socket.emit(RESYNC_EVENT, &data) {
+                Ok(()) => {
+                    replay.stats.resyncs += 1;
+                    info!(socket = %socket.id, asked = %asked, "events the socket missed are no longer held; sent strapi-io:resync");
+                    // Live from the newest event on.
+                    if let Some(newest) = replay.buffer.newest() {
+                        behind.after = newest;
+                    }
+                }
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    // Try again next round; the socket stays off the live stream meanwhile.
+                    replay.behind.insert(socket.id, behind);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Queues one entry for one socket, with its offset as the last argument.
+fn send<A: Adapter>(socket: &SocketRef<A>, entry: &Entry) -> Sent {
+    match socket.emit(&entry.event, &(&entry.payload, entry.offset_text.as_str())) {
+        Ok(()) => Sent::Queued,
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => Sent::Full,
+        Err(SendError::Socket(SocketError::Closed)) => Sent::Gone,
+        Err(e) => {
+            error!(event = %entry.event, error = %e, "cannot encode an event");
+            Sent::NotForIt
+        }
+    }
+}
+
+/// Whether a socket may receive a buffered entry now: it was for one of the socket's rooms
+/// (or its id, or everyone), and for content-type events its role may still read it.
+fn may_receive<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, entry: &Entry) -> bool {
+    let rooms = match &entry.target {
+        Target::Everyone => return true,
+        Target::Rooms(rooms) => rooms,
+    };
+    let Some(session) = socket.extensions.get::<handshake::Session>() else {
+        return false;
+    };
+    // A socket in explicit subscription mode is in no role room.
+    let mine: &[RoomName] = if subscriptions::joins_role_rooms(socket) {
+        &session.principal.rooms
+    } else {
+        &[]
+    };
+    if subscriptions::joined_any(shared, socket, rooms) {
+        return true;
+    }
+    let id = socket.id.to_string();
+    match &entry.rule {
+        None => rooms.iter().any(|r| *r == id || mine.contains(r)),
+        Some((uid, action)) => {
+            let now = shared.access.rooms_for(uid, action);
+            rooms
+                .iter()
+                .any(|r| mine.contains(r) && now.iter().any(|n| n == r))
+        }
+    }
+}
+
+/// How often sockets falling behind are reported in the log at most.
+const BEHIND_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Feeding rounds between two sweeps of the flow counts of sockets that are gone.
+const GC_EVERY_ROUNDS: u64 = 250;
 
 impl Shared {
-    /// Logs dropped messages at most every [`DROP_REPORT_EVERY`], with the count since the last
-    /// report.
-    fn report_drops(&self, event: &str, dropped: u64) {
+    fn lock_flows(&self) -> std::sync::MutexGuard<'_, Flows> {
+        self.flows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this feeding round sweeps the flow counts.
+    fn gc_due(&self) -> bool {
         use std::sync::atomic::Ordering;
-        let pending = self.drops_unreported.fetch_add(dropped, Ordering::Relaxed) + dropped;
+        self.feed_rounds
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(GC_EVERY_ROUNDS)
+    }
+
+    /// Logs sockets that fell behind at most every [`BEHIND_REPORT_EVERY`], with the count
+    /// since the last report.
+    fn report_behind(&self, event: &str, sockets: u64) {
+        use std::sync::atomic::Ordering;
+        let pending = self.drops_unreported.fetch_add(sockets, Ordering::Relaxed) + sockets;
         let now = std::time::Instant::now();
         let mut last = match self.drops_reported_at.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if last.is_some_and(|at| now.duration_since(at) < DROP_REPORT_EVERY) {
+        if last.is_some_and(|at| now.duration_since(at) < BEHIND_REPORT_EVERY) {
             return;
         }
         *last = Some(now);
         self.drops_unreported.store(0, Ordering::Relaxed);
-        warn!(
+        info!(
             event,
-            dropped = pending,
-            "sockets fell more than io.max_buffered_events behind; messages were dropped for \
-             them (strapi_io_events_dropped_total counts them all)"
+            sockets = pending,
+            "sockets fell more than io.max_buffered_events behind; they are fed from the \
+             replay buffer as they drain"
         );
     }
 
-    /// Logs and counts what a broadcast could not do. A full buffer means the socket reads
-    /// slower than events arrive: that socket misses this message, the others do not.
+    /// Logs and counts what a broadcast of a non-replayable message (a relay) could not do.
+    /// A full buffer means the socket reads slower than events arrive: it misses this
+    /// message (relays are not kept for replay), the others do not.
     pub(super) fn account(&self, event: &str, res: Result<(), BroadcastError>) {
         match res {
             Ok(()) => {}
@@ -111,7 +398,11 @@ impl Shared {
                 let closed = errors.len() - full;
                 if full > 0 {
                     self.metrics.events_dropped(full as u64);
-                    self.report_drops(event, full as u64);
+                    warn!(
+                        event,
+                        sockets = full,
+                        "a relayed message was dropped for sockets with a full queue"
+                    );
                 }
                 if closed > 0 {
                     debug!(event, sockets = closed, "sockets closed during emit");
@@ -120,4 +411,31 @@ impl Shared {
             Err(e) => error!(event, error = %e, "emit failed"),
         }
     }
+}
+
+/// The handshake: a client that sent `auth.offset` (the last offset it received) takes no
+/// live events until it has what it missed; it is fed once its CONNECT is sent
+/// ([`start_catch_up`]). An offset this bridge cannot read counts as too old.
+pub(super) fn catch_up_from<A: Adapter>(
+    shared: &Shared,
+    socket: &SocketRef<A>,
+    auth: Option<&serde_json::Value>,
+) {
+    let Some(asked) = auth
+        .and_then(|a| a.get("offset"))
+        .and_then(serde_json::Value::as_str)
+    else {
+        return;
+    };
+    let mut behind = match asked.parse::<Offset>() {
+        Ok(after) => Behind::new(after, asked.to_owned(), false),
+        Err(e) => {
+            debug!(socket = %socket.id, error = %e, "auth.offset unreadable; the client will resync");
+            let mut b = Behind::new(Offset::default(), asked.to_owned(), false);
+            b.unreadable = true;
+            b
+        }
+    };
+    behind.started = false;
+    shared.hub.lock().behind.insert(socket.id, behind);
 }

@@ -551,9 +551,15 @@ struct ArgList<'a>(&'a [Box<RawValue>]);
 
 impl Serialize for ArgList<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut t = serializer.serialize_tuple(self.0.len())?;
+        // A relay is not replayable: it must not end with a string, which clients take for
+        // an offset; a trailing `null` is added after a string.
+        let trailing_string = self.0.last().is_some_and(|v| v.get().starts_with('"'));
+        let mut t = serializer.serialize_tuple(self.0.len() + usize::from(trailing_string))?;
         for v in self.0 {
             t.serialize_element(v)?;
+        }
+        if trailing_string {
+            t.serialize_element(&())?;
         }
         t.end()
     }

@@ -74,6 +74,7 @@ pub(super) fn authenticate<A: Adapter>(
             return Err(e);
         }
     };
+    super::emit::catch_up_from(shared, socket, auth);
     socket.join(socket.id.to_string());
     if subscriptions::attach(shared, socket, auth) {
         socket.join(principal.rooms.clone());
@@ -95,6 +96,7 @@ pub(super) fn connected<A: Adapter>(shared: &Arc<Shared>, socket: SocketRef<A>) 
     if shared.access_epoch.load(Ordering::SeqCst) != session.epoch {
         recheck(shared, socket.clone());
     }
+    super::emit::start_catch_up(shared, &socket);
     events::on_connection(shared, &socket);
 }
 

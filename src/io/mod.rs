@@ -1,9 +1,9 @@
 //! The Socket.IO stage: server, handshake, role rooms, emit, and the HTTP side routes.
 //!
-//! Receives [`Outgoing`] messages from the access stage, in stream order, through
-//! [`Emitter::send`]: a [`Delivery`](crate::access::Delivery) becomes one Socket.IO emit to all
-//! of its rooms (the payload serialized once), a custom `raw` goes to its rooms or socket ids
-//! or to everyone, and an access change re-checks every connected socket. It serves, on one
+//! Receives the stream's events, in stream order, through [`Emitter::publish`]: each one, with
+//! its [offset](crate::delivery::Offset) as a trailing argument, goes to the sockets of its
+//! rooms (a custom `raw` to its rooms or socket ids or to everyone) and into the replay
+//! buffer; an access change ([`Emitter::send`]) re-checks every connected socket. It serves, on one
 //! [`axum::Router`]: the Socket.IO endpoint (handshake on the default namespace `/`: the
 //! client's `auth.token` and `auth.strategy` are checked by [`AccessHandle::authenticate`] and
 //! the socket joins the rooms of its role or token), `GET /healthz`, `GET /readyz`,
@@ -12,13 +12,15 @@
 //! (log, relay, webhook) run on client events, and sockets may subscribe to one content type or
 //! entry (`subscriptions`), whose events then reach them with the role rooms' in one broadcast.
 //!
-//! It never decides who may read what (that is [`access`](crate::access)), never builds
-//! payloads (that is [`strapi`](crate::strapi)), and never blocks the pipeline on a slow
-//! socket: each socket has a bounded send buffer, and a message that does not fit is dropped
-//! for that socket and counted.
+//! A client that connects with `auth.offset` first gets, in order, what it missed (if its
+//! identity may receive it now), then the live stream; one whose send queue is full stops
+//! taking live events and is fed from the buffer as it drains. It never decides who may read
+//! what (that is [`access`](crate::access)), never builds payloads (that is
+//! [`strapi`](crate::strapi)), and never blocks the pipeline on a slow socket.
 
 mod emit;
 mod events;
+mod flow;
 mod handshake;
 mod http_api;
 mod serve;
@@ -36,6 +38,7 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 
 use crate::access::{AccessHandle, Outgoing};
 use crate::config::{EventConfig, IoConfig, IoLimits, Secret};
+use crate::delivery::{DeliveryConfig, Hub, ReplayStats};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::strapi::CatalogHandle;
@@ -57,6 +60,23 @@ pub struct IoOptions {
     pub proxy: Option<crate::proxy::Proxy>,
     /// Size and rate limits, webhook signing and safeguards, `/metrics` access.
     pub limits: IoLimits,
+    /// `[delivery]`: the replay window.
+    pub delivery: DeliveryConfig,
+    /// Where `POST /io/emit` and `/io/raw` write their message (`pg_logical_emit_message`),
+    /// so it comes back through the stream with an offset, in order, replayable. `None`:
+    /// they emit directly (no database; tests).
+    pub wal_emit: Option<WalEmit>,
+}
+
+/// The database connection and message prefix of the HTTP emit API.
+#[derive(Debug, Clone)]
+pub struct WalEmit {
+    /// The database the bridge streams from.
+    pub database: crate::config::DatabaseConfig,
+    /// `[messages] prefix`, which the stream turns into custom events.
+    pub prefix: String,
+    /// `[messages] allow_data_actions`: whether the stream lets a message send a data action.
+    pub allow_data_actions: bool,
 }
 
 /// State shared by the handshake, the handlers, the routes and the emitter.
@@ -76,6 +96,14 @@ struct Shared {
     subscriptions: Arc<subscriptions::Registry>,
     /// `[io] joinable_rooms`.
     joinable_rooms: Vec<String>,
+    /// The replay buffer and the sockets behind the live stream.
+    hub: Arc<Hub<socketioxide::socket::Sid>>,
+    /// Ends the feeder task.
+    stop: tokio_util::sync::CancellationToken,
+    /// What each WebSocket still has to write (locked after `hub`).
+    flows: std::sync::Mutex<flow::Flows>,
+    /// Feeding rounds so far.
+    feed_rounds: AtomicU64,
 }
 
 /// Hands messages to Socket.IO. Holds the `SocketIo` handle (never a socket), so it is cheap
@@ -105,10 +133,10 @@ impl<A: Adapter> std::fmt::Debug for Emitter<A> {
 impl<A: Adapter> Emitter<A> {
     /// Hands one message to Socket.IO. Returns once every target socket's buffer has it (or
     /// has refused it); it never waits for a client.
-    pub async fn send(&self, out: Outgoing) {
+    pub fn send(&self, out: Outgoing) {
         match out {
-            Outgoing::Deliver(delivery) => self.deliver(&delivery).await,
-            Outgoing::Raw(raw) => self.raw(&raw).await,
+            Outgoing::Deliver(delivery) => self.deliver(&delivery),
+            Outgoing::Raw(raw) => self.raw(&raw),
             Outgoing::AccessChanged => self.access_changed(),
         }
     }
@@ -119,7 +147,38 @@ impl<A: Adapter> Emitter<A> {
     /// and handshakes are refused. Call it when shutting down, before or together with the
     /// server's shutdown signal.
     pub async fn close(&self) {
+        self.shared.stop.cancel();
         self.io.close().await;
+    }
+
+    /// Handshakes wait (up to their connect timeout) until [`Emitter::replay_ready`]: call it
+    /// before serving when the buffer is rebuilt from the slot at start.
+    pub fn replay_rebuilding(&self) {
+        self.shared.hub.set_rebuilding();
+    }
+
+    /// The replay buffer holds what the slot had: handshakes go ahead.
+    pub fn replay_ready(&self) {
+        self.shared.hub.set_ready();
+    }
+
+    /// Streaming (re)starts at `start` (the slot's confirmed position).
+    pub fn streaming_from(&self, start: crate::lsn::Lsn) {
+        self.shared.hub.lock().buffer.streaming_from(start);
+    }
+
+    /// Trims the replay buffer to its window and returns the position that may be confirmed
+    /// to PostgreSQL while it holds events (`None`: it holds nothing).
+    pub fn replay_keep_from(&self) -> Option<crate::lsn::Lsn> {
+        let mut replay = self.shared.hub.lock();
+        replay.buffer.trim(crate::delivery::now_micros());
+        replay.buffer.keep_from()
+    }
+
+    /// Counts of the replay buffer, for logs and tests: (events held, bytes held, stats).
+    pub fn replay_stats(&self) -> (usize, usize, ReplayStats) {
+        let replay = self.shared.hub.lock();
+        (replay.buffer.len(), replay.buffer.bytes(), replay.stats)
     }
 
     /// Sockets connected to the default namespace on this node.

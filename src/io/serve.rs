@@ -3,10 +3,19 @@
 //! Written out instead of `axum::serve` for two per-connection settings that matter when
 //! thousands of sockets stay open: `TCP_NODELAY` (events are small and latency matters; Nagle
 //! would hold them back until the client's delayed ACK), and a capped HTTP/1 read buffer (it
-//! stays allocated for as long as an upgraded WebSocket lives).
+//! stays allocated for as long as an upgraded WebSocket lives). Each connection also counts the
+//! bytes written to it ([`WireBytes`], in the request's extensions and, for a WebSocket that
+//! upgrades a polling session, registered under its session id): how the Socket.IO stage tells
+//! how far a socket's queue has drained.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -49,13 +58,21 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let wire = WireBytes::default();
+        let tcp = Counted {
+            inner: tcp,
+            written: wire.0.clone(),
+        };
         let service = router
             .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
+            .map_request(move |req: hyper::Request<Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
                 // The client's address, for the proxy's X-Forwarded-For.
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                req.map(axum::body::Body::new)
+                super::flow::note_upgrade(req.uri(), &wire);
+                req.extensions_mut().insert(wire.clone());
+                req
             })
             .map_err(|e: Infallible| match e {});
         let connection = hyper::server::conn::http1::Builder::new()
@@ -87,5 +104,63 @@ pub async fn serve(
         .is_err()
     {
         warn!("some connections were still open after {grace:?}; closing anyway");
+    }
+}
+
+/// Bytes written to one client connection so far.
+#[derive(Debug, Clone, Default)]
+pub struct WireBytes(pub Arc<AtomicU64>);
+
+/// A connection that counts what is written to it.
+struct Counted<T> {
+    inner: T,
+    written: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

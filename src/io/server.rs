@@ -54,10 +54,15 @@ pub fn build(
         access_epoch: AtomicU64::new(0),
         drops_unreported: AtomicU64::new(0),
         drops_reported_at: std::sync::Mutex::new(None),
+        hub: crate::delivery::Hub::new(opts.delivery),
+        stop: tokio_util::sync::CancellationToken::new(),
+        flows: std::sync::Mutex::new(super::flow::Flows::new(opts.io.max_buffered_events)),
+        feed_rounds: AtomicU64::new(0),
     });
     let (svc, io) = configure(&opts.io, &opts.limits).build_svc();
-    register(&io, &shared);
+    register(&io, &shared, opts.io.connect_timeout);
     let emitter = Emitter { io, shared };
+    emitter.spawn_feeder();
 
     let admin = opts.admin_token.as_ref().map(AdminToken::new);
     let mut router = Router::new()
@@ -89,6 +94,7 @@ pub fn build(
             .with_state(ApiState {
                 emitter: emitter.clone(),
                 token: token.clone(),
+                wal: opts.wal_emit.clone().map(http_api::WalWriter::new),
             });
         router = router.merge(api);
     }
@@ -136,9 +142,20 @@ fn configure(io: &IoConfig, limits: &IoLimits) -> SocketIoBuilder {
 }
 
 /// The default namespace: the handshake as a connect middleware, then the connect handler.
-fn register(io: &SocketIo, shared: &Arc<Shared>) {
+fn register(io: &SocketIo, shared: &Arc<Shared>, connect_timeout: std::time::Duration) {
     let for_middleware = shared.clone();
     let middleware = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| async move {
+        // After a start, a client resuming from an offset waits until the replay buffer is
+        // rebuilt from the slot, so its catch-up finds what it missed. A client without one
+        // is let in at once and gets what the bridge streams from then on.
+        let resuming = auth
+            .as_ref()
+            .ok()
+            .and_then(|a| a.get("offset"))
+            .is_some_and(serde_json::Value::is_string);
+        if resuming && !for_middleware.hub.wait_ready(connect_timeout).await {
+            return Err(crate::access::AuthError::NotReady);
+        }
         handshake::authenticate(&for_middleware, &s, auth.as_ref().ok())
     };
     let for_handler = shared.clone();
@@ -222,6 +239,21 @@ async fn metrics_text(State(emitter): State<Emitter>) -> Response {
             }
         }
     }
+    let report = {
+        let replay = emitter.shared.hub.lock();
+        crate::metrics::ReplayReport {
+            events: replay.buffer.len() as u64,
+            bytes: replay.buffer.bytes() as u64,
+            replayed: replay.stats.replayed,
+            resyncs: replay.stats.resyncs,
+            fell_behind: replay.stats.fell_behind,
+            behind: replay.behind.len() as u64,
+        }
+    };
+    emitter
+        .shared
+        .metrics
+        .set_replay(&emitter.shared.health, report);
     match emitter
         .shared
         .metrics

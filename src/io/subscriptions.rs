@@ -210,6 +210,24 @@ pub(super) fn attach<A: Adapter>(
     !explicit
 }
 
+/// Whether the socket is now in one of `rooms` that it joined itself: a subscription (dropped
+/// as soon as its identity may no longer read the type) or a joinable room. For events fed
+/// from the replay buffer to a socket that fell behind.
+pub(super) fn joined_any<A: Adapter>(
+    shared: &Shared,
+    socket: &SocketRef<A>,
+    rooms: &[RoomName],
+) -> bool {
+    let own = |r: &RoomName| r.starts_with("sub:") || shared.joinable_rooms.contains(r);
+    if !rooms.iter().any(own) {
+        return false;
+    }
+    let joined = socket.rooms();
+    rooms
+        .iter()
+        .any(|r| own(r) && joined.iter().any(|j| j.as_ref() == r.as_str()))
+}
+
 /// Whether the socket joins role rooms (an access change may move it to other ones).
 pub(super) fn joins_role_rooms<A: Adapter>(socket: &SocketRef<A>) -> bool {
     socket

@@ -56,11 +56,14 @@ impl Feedback {
         progress.handed == self.sent && !progress.in_transaction
     }
 
-    /// The position to report now.
+    /// The position to report now: never past what the replay buffer needs kept.
     pub(super) fn flush_position(&self, progress: &Progress) -> Lsn {
         let mut position = progress.flushed;
         if self.idle(progress) {
             position = position.max(self.server_end);
+        }
+        if progress.keep > Lsn::ZERO {
+            position = position.min(progress.keep);
         }
         position.max(self.confirmed)
     }
@@ -90,7 +93,20 @@ mod tests {
             flushed: Lsn(flushed),
             handed,
             in_transaction,
+            keep: Lsn::ZERO,
         }
+    }
+
+    #[test]
+    fn the_replay_buffer_holds_confirmation_back() {
+        let mut f = Feedback::new(Lsn(100));
+        f.handed(10, Lsn(900));
+        let mut p = progress(500, 10, false);
+        p.keep = Lsn(300);
+        assert_eq!(f.flush_position(&p), Lsn(300));
+        // Never backwards, even if the buffer asks for less than was confirmed.
+        f.confirmed(Lsn(400));
+        assert_eq!(f.flush_position(&p), Lsn(400));
     }
 
     #[test]

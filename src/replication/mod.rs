@@ -4,7 +4,10 @@
 //! with `replication=database`, authentication, TLS, `IDENTIFY_SYSTEM`, slot creation,
 //! `START_REPLICATION`, then CopyBoth. It hands every XLogData on in order (in batches) and
 //! keeps keepalives and status updates to itself. It confirms to PostgreSQL only what the
-//! pipeline reports as handed on ([`Progress`]), so a restart never loses a committed change.
+//! pipeline reports as handed on ([`Progress`]), and no further back than its replay buffer
+//! reaches (`Progress::keep`), so a restart never loses a committed change and can rebuild the
+//! buffer; it says when a session has caught up with what the server had at its start
+//! ([`Replicated::CaughtUp`]), and lets a server that is shutting down have its confirmation.
 //! It never decodes pgoutput beyond the XLogData header.
 //!
 //! Files by job: `conn` (socket, TLS, login, simple queries), `copy_both` (framing), `slot`
@@ -60,6 +63,9 @@ pub enum Replicated {
     },
     /// XLogData messages, in server order.
     Data(Vec<XLogData>),
+    /// Everything the server had written when this session started has been handed on (a
+    /// restarted bridge has rebuilt its replay buffer from the slot).
+    CaughtUp,
 }
 
 /// What the pipeline reports back: how far it has handed things on.
@@ -71,6 +77,10 @@ pub struct Progress {
     pub handed: u64,
     /// Whether the pipeline is inside a transaction (between Begin and Commit).
     pub in_transaction: bool,
+    /// The furthest position that may be confirmed while the replay buffer holds events
+    /// ([`Lsn::ZERO`]: no limit): confirmation trails by the replay window, so the slot keeps
+    /// that WAL and a restarted bridge can rebuild the buffer from it.
+    pub keep: Lsn,
 }
 
 /// A status update goes out at least this often. Half of 10 s, the smallest
@@ -133,6 +143,8 @@ pub async fn run(
         shutdown,
         feedback: Feedback::default(),
         system_id: None,
+        catch_up_to: None,
+        pings: PingRun::default(),
     };
     let mut backoff = Backoff::default();
     loop {
@@ -167,6 +179,8 @@ pub async fn run(
 /// An XLogData batch (or the session marker) read but not yet accepted by the channel.
 struct Pending {
     item: Replicated,
+    /// Hand on [`Replicated::CaughtUp`] after `item`.
+    then_caught_up: bool,
     /// XLogData in `item`.
     count: u64,
     /// Highest server position in the read that produced `item`.
@@ -201,6 +215,49 @@ struct Runner {
     shutdown: CancellationToken,
     feedback: Feedback,
     system_id: Option<String>,
+    /// The server's WAL position when this session started; reaching it means caught up.
+    catch_up_to: Option<Lsn>,
+    /// Keepalives asking for a reply, back to back at the same position: how a walsender
+    /// waits, while the server shuts down, for everything it sent to be confirmed.
+    pings: PingRun,
+}
+
+/// A run of reply-requesting keepalives at one position, each right after the last.
+#[derive(Debug, Default)]
+struct PingRun {
+    at: Lsn,
+    count: u32,
+    last: Option<Instant>,
+}
+
+/// Back-to-back reply requests at one position that mean "the server is shutting down": the
+/// walsender then waits until everything it sent is confirmed, and asks again after each
+/// answer. Normal keepalives ask at most every `wal_sender_timeout / 2`.
+const STOPPING_PINGS: u32 = 3;
+
+impl PingRun {
+    /// A reply-requesting keepalive at `at`.
+    fn ping(&mut self, at: Lsn) {
+        let quick = self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(1000));
+        if quick && at == self.at {
+            self.count += 1;
+        } else {
+            self.count = 1;
+        }
+        self.at = at;
+        self.last = Some(Instant::now());
+    }
+
+    /// Data arrived: not a shutdown.
+    fn reset(&mut self) {
+        self.count = 0;
+    }
+
+    fn server_stopping(&self) -> bool {
+        self.count >= STOPPING_PINGS
+    }
 }
 
 impl Runner {
@@ -238,6 +295,7 @@ impl Runner {
                 "connected to a different PostgreSQL cluster than before (failover or restore?)");
         }
         self.system_id = Some(system.system_id.clone());
+        self.catch_up_to = Some(system.xlog_pos);
         let version = slot::check_server(&mut conn).await.map_err(reclassify)?;
         let dbname = if system.dbname.is_empty() {
             db.pg.get_dbname().unwrap_or_default().to_owned()
@@ -287,6 +345,7 @@ impl Runner {
         let out = self.out.clone();
         let mut pending = Some(Pending {
             item: Replicated::Session { start },
+            then_caught_up: false,
             count: 0,
             server_end: start,
         });
@@ -297,7 +356,7 @@ impl Runner {
             last_heard: now,
         };
         loop {
-            let deadline = clock.deadline();
+            let deadline = self.status_deadline(&clock);
             tokio::select! {
                 () = shutdown.cancelled() => return self.finish(conn, true).await,
                 permit = out.reserve(), if pending.is_some() => {
@@ -308,6 +367,14 @@ impl Runner {
                     if let Some(p) = pending.take() {
                         permit.send(p.item);
                         self.feedback.handed(p.count, p.server_end);
+                        if p.then_caught_up {
+                            pending = Some(Pending {
+                                item: Replicated::CaughtUp,
+                                then_caught_up: false,
+                                count: 0,
+                                server_end: p.server_end,
+                            });
+                        }
                     }
                     // Nothing was read while the pipeline was full; the server was not silent.
                     clock.last_heard = Instant::now();
@@ -336,9 +403,19 @@ impl Runner {
             }
             // Checked after every event, so a stream that always has data to read still
             // confirms on time.
-            if Instant::now() >= clock.deadline() {
+            if Instant::now() >= self.status_deadline(&clock) {
                 self.tick(conn, &mut clock, pending.is_none()).await?;
             }
+        }
+    }
+
+    /// When the next status update is due: soon while not caught up (each one asks the server
+    /// for its position).
+    fn status_deadline(&self, clock: &Clock) -> Instant {
+        if self.catch_up_to.is_some() {
+            clock.last_status + STATUS_COALESCE
+        } else {
+            clock.deadline()
         }
     }
 
@@ -357,7 +434,9 @@ impl Runner {
                 silent.as_secs()
             )));
         }
-        let probe = reading && silent >= SILENCE_PROBE;
+        // Until caught up, every status update asks for a keepalive: its position says when
+        // the server has sent everything it had at the start.
+        let probe = reading && (silent >= SILENCE_PROBE || self.catch_up_to.is_some());
         let position = self.feedback.flush_position(&self.progress.borrow());
         if probe
             || position > self.feedback.last_confirmed()
@@ -380,6 +459,7 @@ impl Runner {
         let mut batch = Vec::new();
         let mut server_end = Lsn::ZERO;
         let mut reply_requested = false;
+        let mut caught_up = false;
         while let Some(frame) =
             copy_both::next_frame(&mut conn.read_buf).map_err(ReplicationError::Protocol)?
         {
@@ -388,11 +468,21 @@ impl Runner {
                     match copy_both::parse_copy_data(data).map_err(ReplicationError::Protocol)? {
                         ReplicationMessage::XLogData(x) => {
                             server_end = server_end.max(x.wal_end);
+                            self.pings.reset();
                             batch.push(x);
                         }
                         ReplicationMessage::Keepalive(k) => {
                             server_end = server_end.max(k.wal_end);
                             reply_requested |= k.reply_requested;
+                            if k.reply_requested {
+                                self.pings.ping(k.wal_end);
+                            }
+                            // The server has sent everything up to `wal_end`: once that covers
+                            // what it had when the session started, the stream is caught up.
+                            if self.catch_up_to.is_some_and(|to| k.wal_end >= to) {
+                                self.catch_up_to = None;
+                                caught_up = true;
+                            }
                         }
                     }
                 }
@@ -426,10 +516,19 @@ impl Runner {
         if batch.is_empty() {
             // Keepalives only: nothing waits to be handed on, so their position counts now.
             self.feedback.handed(0, server_end);
+            if caught_up {
+                *pending = Some(Pending {
+                    item: Replicated::CaughtUp,
+                    then_caught_up: false,
+                    count: 0,
+                    server_end,
+                });
+            }
         } else {
             *pending = Some(Pending {
                 count: batch.len() as u64,
                 item: Replicated::Data(batch),
+                then_caught_up: caught_up,
                 server_end,
             });
         }
@@ -442,7 +541,14 @@ impl Runner {
         conn: &mut Conn,
         reply_requested: bool,
     ) -> Result<(), ReplicationError> {
-        let progress = *self.progress.borrow();
+        let mut progress = *self.progress.borrow();
+        if self.pings.server_stopping() && progress.keep > Lsn::ZERO {
+            // The server waits for this to shut down: confirm what was handed on. The replay
+            // buffer in memory still holds the window; only a restart of the bridge before
+            // the server is back loses the WAL for it.
+            tracing::info!("the server is shutting down; confirming everything handed on");
+            progress.keep = Lsn::ZERO;
+        }
         let flushed = self.feedback.flush_position(&progress);
         let update = StatusUpdate {
             written: flushed.max(self.feedback.server_end()),

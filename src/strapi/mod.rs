@@ -2,14 +2,16 @@
 //!
 //! Receives [`Change`](crate::pgoutput::Change)s in commit order. Finds the content type of each
 //! table from Strapi's own `strapi_content_types_schema` row (the [`catalog`]), decides the
-//! Strapi [`Action`], and builds the [`Payload`] Strapi 4's REST API would return for the
-//! entry, private and password attributes removed. Rows of the users-permissions and API-token
+//! Strapi [`Action`], and builds the [`Payload`] Strapi's REST API would return for the
+//! entry, private and password attributes removed: Strapi 4's rows one by one, Strapi 5's
+//! documents (rows sharing a `document_id`) once per transaction. Rows of the users-permissions and API-token
 //! tables are handed on as [`AccessChange`]s, logical messages with the configured prefix as
 //! custom emits, and every `Commit` as a marker, all in stream order. It never decides who
 //! receives an event (that is [`access`](crate::access)) and never talks to sockets.
 
 pub mod catalog;
 pub mod custom;
+pub mod layout;
 
 mod action;
 mod filter;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 pub use action::Action;
 pub use catalog::{Catalog, CatalogError, CatalogHandle, ContentType, Kind};
 pub use filter::ContentTypeFilter;
+pub use layout::StrapiLayout;
 pub use model::{Model, ModelConfig, ModelError};
 pub use payload::{Payload, PayloadError, limit_event, limit_raw};
 
@@ -62,17 +65,17 @@ pub enum AccessTable {
     Roles,
     /// `up_permissions`
     Permissions,
-    /// `up_permissions_role_links`
+    /// `up_permissions_role_links` (Strapi 5: `up_permissions_role_lnk`)
     PermissionRoleLinks,
     /// `up_users`
     Users,
-    /// `up_users_role_links`
+    /// `up_users_role_links` (Strapi 5: `up_users_role_lnk`)
     UserRoleLinks,
     /// `strapi_api_tokens`
     ApiTokens,
     /// `strapi_api_token_permissions`
     ApiTokenPermissions,
-    /// `strapi_api_token_permissions_token_links`
+    /// `strapi_api_token_permissions_token_links` (Strapi 5: `…_token_lnk`)
     ApiTokenPermissionLinks,
 }
 
@@ -103,11 +106,22 @@ impl AccessTable {
         }
     }
 
-    /// The access table with this name.
+    /// The name Strapi 5 gives it: link tables end in `_lnk` instead of `_links`; the others
+    /// keep their names.
+    pub fn strapi5_table_name(self) -> &'static str {
+        match self {
+            AccessTable::PermissionRoleLinks => "up_permissions_role_lnk",
+            AccessTable::UserRoleLinks => "up_users_role_lnk",
+            AccessTable::ApiTokenPermissionLinks => "strapi_api_token_permissions_token_lnk",
+            other => other.table_name(),
+        }
+    }
+
+    /// The access table with this name, Strapi 4's or Strapi 5's.
     pub fn from_table_name(name: &str) -> Option<AccessTable> {
         AccessTable::ALL
             .into_iter()
-            .find(|t| t.table_name() == name)
+            .find(|t| t.table_name() == name || t.strapi5_table_name() == name)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The model stage: classifies each row change and builds events.
 //!
-//! For every row of a content table it decides Strapi 4's action:
+//! A content table with a `document_id` column is Strapi 5's: its rows are folded per
+//! document and decided at commit ([`documents`]), with Strapi 5's flat payload. For every
+//! row of a Strapi 4 content table it decides Strapi 4's action:
 //!
 //! | change | collection type | single type |
 //! |---|---|---|
@@ -35,6 +37,7 @@ use crate::pgoutput::{
     Change, LogicalEmit, OldRow, Relation, RelationId, ReplicaIdentity, RowOp, Tuple, Value,
 };
 
+use super::catalog::AttributeType;
 use super::catalog::{
     CORE_STORE_TABLE, CatalogError, SCHEMA_KEY, load_catalog, parse_schema, pg_detail, qualified,
 };
@@ -46,6 +49,9 @@ use super::{
     Payload, RawEmit, StrapiEvent,
 };
 use crate::pg::quote_ident;
+use documents::{Documents, RowDocument};
+
+mod documents;
 
 /// The core-store key of the users-permissions advanced settings (`email_confirmation`).
 const ADVANCED_KEY: &str = "plugin_users-permissions_advanced";
@@ -134,6 +140,10 @@ struct Layout {
     published_at: Option<usize>,
     /// `(attribute index, column index)` of every attribute clients may see, in schema order.
     columns: Vec<(usize, usize)>,
+    /// Column of `document_id`: set for Strapi 5 tables, whose rows are folded into documents.
+    document_id: Option<usize>,
+    /// Column of `locale` (Strapi 5 keys documents by `document_id` and `locale`).
+    locale: Option<usize>,
 }
 
 /// A payload that waits for values read back from the table.
@@ -146,6 +156,17 @@ pub(crate) struct ToastJob {
     old: Option<Tuple>,
     /// Columns to read back.
     missing: Vec<usize>,
+    /// Strapi 5: the flat payload's document fields.
+    document: Option<DocumentFields>,
+}
+
+/// What a Strapi 5 payload adds to the row's attributes.
+#[derive(Debug, Clone)]
+pub(crate) struct DocumentFields {
+    document_id: Option<Arc<str>>,
+    locale: Option<Arc<str>>,
+    /// Unpublish: `publishedAt` is null.
+    unpublished: bool,
 }
 
 /// What handling a row needs next.
@@ -157,6 +178,14 @@ pub(crate) enum Step {
     Toast(ToastJob),
     /// The catalog was replaced: seed and check the publication.
     Reloaded,
+    /// A transaction with Strapi 5 document rows committed: read unchanged TOASTed columns
+    /// back for these payloads in order, then hand on `commit`.
+    Flush {
+        /// The payloads still to build, in event order.
+        jobs: Vec<ToastJob>,
+        /// The transaction's commit marker.
+        commit: ModelOutput,
+    },
 }
 
 /// The model stage's state: catalog, filter, published-state copies.
@@ -179,6 +208,8 @@ pub struct Model {
     /// Commit LSN of the transaction being handled.
     commit_lsn: Lsn,
     in_transaction: bool,
+    /// Strapi 5 tables: the transaction's rows per document, and the id → document cache.
+    documents: Documents,
     /// When publication DDL that gave up on a lock is due again.
     ddl_retry_at: Option<std::time::Instant>,
 }
@@ -198,6 +229,11 @@ impl Model {
             if !loaded.is_empty() {
                 catalog.replace(loaded);
             }
+        }
+        match super::layout::detect(client, &cfg.schema).await {
+            Ok(Some(layout)) => tracing::info!(schema = %cfg.schema, "{layout}"),
+            Ok(None) => tracing::info!(schema = %cfg.schema, "no Strapi tables yet"),
+            Err(e) => sql_problem("reading which Strapi laid out the tables".to_owned(), e)?,
         }
         let mut model = Model::new(cfg, catalog)?;
         model.seed_selected(client).await?;
@@ -236,6 +272,7 @@ impl Model {
             warned: HashSet::new(),
             commit_lsn: Lsn::ZERO,
             in_transaction: false,
+            documents: Documents::default(),
             ddl_retry_at: None,
         })
     }
@@ -259,7 +296,11 @@ impl Model {
         if let Change::Row { relation, .. } = &change
             && let Some(table) = self.needs_seed(relation)
         {
-            self.seed_table(client, &table).await?;
+            if relation.column_index("document_id").is_some() {
+                self.seed_documents(client, &table).await?;
+            } else {
+                self.seed_table(client, &table).await?;
+            }
         }
         match self.step(change, out) {
             Step::Done => Ok(()),
@@ -272,6 +313,18 @@ impl Model {
                 self.sync_publication(client).await?;
                 self.seed_selected(client).await
             }
+            Step::Flush { jobs, commit } => {
+                for job in jobs {
+                    let fetched = if job.missing.is_empty() {
+                        None
+                    } else {
+                        self.fetch_toast(client, &job).await?
+                    };
+                    self.finish_toast(job, fetched, out);
+                }
+                out.push(commit);
+                Ok(())
+            }
         }
     }
 
@@ -281,6 +334,7 @@ impl Model {
             Change::Begin { commit_lsn, .. } => {
                 self.commit_lsn = commit_lsn;
                 self.in_transaction = true;
+                self.documents.begin();
                 Step::Done
             }
             Change::Commit {
@@ -289,10 +343,17 @@ impl Model {
                 ..
             } => {
                 self.in_transaction = false;
-                out.push(ModelOutput::Commit {
+                let commit = ModelOutput::Commit {
                     end_lsn,
                     commit_time,
-                });
+                };
+                if self.documents.has_pending() {
+                    let jobs = self.document_events(out);
+                    if !jobs.is_empty() {
+                        return Step::Flush { jobs, commit };
+                    }
+                }
+                out.push(commit);
                 Step::Done
             }
             Change::Message(m) => {
@@ -347,6 +408,22 @@ impl Model {
             return None;
         }
         let ct = self.catalog.by_table(&relation.name)?;
+        if relation.column_index("document_id").is_some() {
+            // Strapi 5: every selected table needs the id → document copy without FULL.
+            if !self.filter.selects(ct) {
+                return None;
+            }
+            if relation.replica_identity == ReplicaIdentity::Full {
+                self.documents.cache.remove(&relation.name);
+                return None;
+            }
+            if self.documents.cache.contains_key(&relation.name)
+                || self.unreadable.contains(&relation.name)
+            {
+                return None;
+            }
+            return Some(relation.name.clone());
+        }
         if !ct.draft_and_publish || !self.filter.selects(ct) {
             return None;
         }
@@ -400,6 +477,8 @@ impl Model {
                 ),
             }
         }
+        let document_id = relation.column_index("document_id");
+        let locale = document_id.and_then(|_| relation.column_index("locale"));
         let layout = Arc::new(Layout {
             relation: relation.clone(),
             generation: self.generation,
@@ -407,6 +486,8 @@ impl Model {
             id,
             published_at,
             columns,
+            document_id,
+            locale,
         });
         self.layouts.insert(relation.id, layout.clone());
         layout
@@ -420,6 +501,9 @@ impl Model {
         out: &mut Vec<ModelOutput>,
     ) -> Step {
         let layout = self.layout(&ct, &relation);
+        if layout.document_id.is_some() {
+            return self.document_row(layout, op);
+        }
         let Some((id, action)) = self.classify(&layout, &op) else {
             return Step::Done;
         };
@@ -466,6 +550,7 @@ impl Model {
             new,
             old,
             missing,
+            document: None,
         };
         if job.missing.is_empty() {
             self.finish_toast(job, None, out);
@@ -473,6 +558,78 @@ impl Model {
         } else {
             Step::Toast(job)
         }
+    }
+
+    /// A row of a Strapi 5 table: collected for its document until the commit.
+    fn document_row(&mut self, layout: Arc<Layout>, op: RowOp) -> Step {
+        let table = &layout.relation.name;
+        let key_tuple = match &op {
+            RowOp::Insert { new } | RowOp::Update { new, .. } => new,
+            RowOp::Delete { old } => old.tuple(),
+        };
+        let Some(id) = layout.id.and_then(|c| key_tuple.get(c)).and_then(parse_id) else {
+            if self.warn_once(format!("id:{table}")) {
+                tracing::warn!(%table, "row without a usable integer id ignored (logged once per table)");
+            }
+            return Step::Done;
+        };
+        if let RowOp::Delete {
+            old: OldRow::Key(_),
+        } = &op
+            && !self.documents.cache.contains_key(table)
+            && self.warn_once(format!("doc-cache:{table}"))
+        {
+            tracing::warn!(%table, "a DELETE logged with the key only, and no copy of which document each row belongs to: it is sent as a delete of that row id alone; REPLICA IDENTITY FULL (the bridge's setup sets it) avoids this");
+        }
+        tracing::trace!(%table, id, "document row");
+        self.documents.row(layout, id, op);
+        Step::Done
+    }
+
+    /// Decides the committed transaction's document events. Payloads that need no database
+    /// are built into `out` at once, as long as no earlier one waits; the rest are returned,
+    /// in order.
+    fn document_events(&mut self, out: &mut Vec<ModelOutput>) -> Vec<ToastJob> {
+        let mut jobs = Vec::new();
+        for d in self.documents.commit() {
+            tracing::trace!(table = %d.layout.ct.table, action = %d.action, id = d.id, "document event decided");
+            if !self.filter.wants(&d.layout.ct, &d.action) {
+                continue;
+            }
+            let new = d.tuple.unwrap_or_default();
+            let missing: Vec<usize> = d
+                .layout
+                .columns
+                .iter()
+                .map(|&(_, ci)| ci)
+                .filter(|&ci| {
+                    matches!(new.get(ci), Some(Value::UnchangedToast))
+                        && !matches!(
+                            d.old.as_ref().and_then(|o| o.get(ci)),
+                            Some(Value::Null | Value::Text(_))
+                        )
+                })
+                .collect();
+            let job = ToastJob {
+                layout: d.layout,
+                action: d.action,
+                id: d.id,
+                new,
+                old: d.old,
+                missing,
+                document: Some(DocumentFields {
+                    document_id: d.document_id,
+                    locale: d.locale,
+                    unpublished: d.unpublished,
+                }),
+            };
+            if jobs.is_empty() && job.missing.is_empty() {
+                self.finish_toast(job, None, out);
+            } else {
+                jobs.push(job);
+            }
+        }
+        jobs
     }
 
     /// The entry id and Strapi action of a row change; keeps the published-id copy current.
@@ -550,6 +707,7 @@ impl Model {
             new,
             old,
             missing,
+            document,
         } = job;
         let fetched_value = |ci: usize| -> Option<Option<&[u8]>> {
             let i = missing.iter().position(|&m| m == ci)?;
@@ -567,11 +725,16 @@ impl Model {
                         + new.get(ci).and_then(Value::as_text).map_or(0, <[u8]>::len)
                 })
                 .sum::<usize>();
-        let mut b = EntryBuilder::new(id, capacity);
+        let mut b = match &document {
+            Some(d) => EntryBuilder::flat(id, d.document_id.as_deref(), capacity),
+            None => EntryBuilder::new(id, capacity),
+        };
+        let unpublished = document.as_ref().is_some_and(|d| d.unpublished);
         let mut problems: Vec<(usize, String)> = Vec::new();
         for &(ai, ci) in &layout.columns {
             let attr = &ct.attributes[ai];
             let value: Option<Option<&[u8]>> = match new.get(ci) {
+                _ if unpublished && Some(ci) == layout.published_at => Some(None),
                 Some(Value::Null) => Some(None),
                 Some(Value::Text(t)) => Some(Some(t)),
                 Some(Value::Binary(_)) => {
@@ -603,6 +766,19 @@ impl Model {
                     attribute = %attr.name,
                     "{problem}: sent as null (logged once per attribute)"
                 );
+            }
+        }
+        if new.is_empty()
+            && let Some(d) = &document
+        {
+            // Only the ids are known (a DELETE logged with the key only).
+            if ct.localized
+                && let Some(locale) = &d.locale
+            {
+                let _ = b.attribute("locale", &AttributeType::String, 0, Some(locale.as_bytes()));
+            }
+            if d.unpublished {
+                let _ = b.attribute("publishedAt", &AttributeType::DateTime, 0, None);
             }
         }
         let payload = b.finish();
@@ -705,6 +881,9 @@ impl Model {
                 .by_table(table)
                 .is_some_and(|ct| ct.draft_and_publish && filter.selects(ct))
         });
+        self.documents
+            .cache
+            .retain(|table, _| catalog.by_table(table).is_some_and(|ct| filter.selects(ct)));
         // A schema change may have come with new privileges: try again.
         self.unreadable.clear();
         tracing::info!(
@@ -759,6 +938,9 @@ impl Model {
             }
             if let Some(set) = self.published.get_mut(&r.name) {
                 set.clear();
+            }
+            if let Some(map) = self.documents.cache.get_mut(&r.name) {
+                map.clear();
             }
             let selected = self
                 .catalog
@@ -815,6 +997,57 @@ impl Model {
         Ok(Some(values))
     }
 
+    /// Reads which document each row of a Strapi 5 `table` belongs to.
+    async fn seed_documents(&mut self, client: &Client, table: &str) -> Result<(), ModelError> {
+        let draft_and_publish = self
+            .catalog
+            .by_table(table)
+            .is_some_and(|ct| ct.draft_and_publish);
+        let sql = format!(
+            "SELECT \"id\"::int8, \"document_id\"::text, \"locale\"::text, \"published_at\" IS NOT NULL FROM {}",
+            qualified(&self.cfg.schema, table)
+        );
+        let rows = match client.query(&sql, &[]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let what = format!(
+                    "reading the documents of {table} (a DELETE logged with the key only is then sent as a delete of that row alone)"
+                );
+                sql_problem(what, e)?;
+                self.unreadable.insert(table.to_owned());
+                return Ok(());
+            }
+        };
+        let mut map = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (Ok(id), Ok(Some(document_id)), Ok(locale), Ok(published)) = (
+                row.try_get::<_, i64>(0),
+                row.try_get::<_, Option<String>>(1),
+                row.try_get::<_, Option<String>>(2),
+                row.try_get::<_, bool>(3),
+            ) else {
+                continue;
+            };
+            map.insert(
+                id,
+                RowDocument {
+                    document_id: Arc::from(document_id),
+                    locale: locale.map(Arc::from),
+                    published: published && draft_and_publish,
+                },
+            );
+        }
+        if self.warn_once(format!("identity:{table}")) {
+            tracing::warn!(
+                %table,
+                rows = map.len(),
+                "table lacks REPLICA IDENTITY FULL: deletes carry only the row id, so a copy of which document each row belongs to is kept, read from the table now, to tell an unpublish from a delete; their payloads carry only the ids; ALTER TABLE … REPLICA IDENTITY FULL (the bridge's setup does it) gives exact old rows"
+            );
+        }
+        self.documents.cache.insert(table.to_owned(), map);
+        Ok(())
+    }
+
     /// Reads which entries of `table` are published.
     async fn seed_table(&mut self, client: &Client, table: &str) -> Result<(), ModelError> {
         let sql = format!(
@@ -856,9 +1089,11 @@ impl Model {
         let tables: Vec<String> = self
             .catalog
             .content_types()
-            .filter(|ct| ct.draft_and_publish && self.filter.selects(ct))
+            .filter(|ct| self.filter.selects(ct))
             .filter(|ct| {
-                !self.published.contains_key(&ct.table) && !self.unreadable.contains(&ct.table)
+                !self.published.contains_key(&ct.table)
+                    && !self.documents.cache.contains_key(&ct.table)
+                    && !self.unreadable.contains(&ct.table)
             })
             .map(|ct| ct.table.clone())
             .collect();
@@ -867,7 +1102,9 @@ impl Model {
         }
         let rows = match client
             .query(
-                "SELECT c.relname::text, c.relreplident::text FROM pg_catalog.pg_class c \
+                "SELECT c.relname::text, c.relreplident::text, EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
+                   WHERE a.attrelid = c.oid AND a.attname = 'document_id' AND a.attnum > 0 AND NOT a.attisdropped) \
+                 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = ANY($2)",
                 &[&self.cfg.schema, &tables],
@@ -878,12 +1115,23 @@ impl Model {
             Err(e) => return sql_problem("reading replica identities".to_owned(), e),
         };
         for row in rows {
-            let (Ok(table), Ok(identity)) =
-                (row.try_get::<_, String>(0), row.try_get::<_, String>(1))
-            else {
+            let (Ok(table), Ok(identity), Ok(documents)) = (
+                row.try_get::<_, String>(0),
+                row.try_get::<_, String>(1),
+                row.try_get::<_, bool>(2),
+            ) else {
                 continue;
             };
-            if identity != "f" {
+            if identity == "f" {
+                continue;
+            }
+            if documents {
+                self.seed_documents(client, &table).await?;
+            } else if self
+                .catalog
+                .by_table(&table)
+                .is_some_and(|ct| ct.draft_and_publish)
+            {
                 self.seed_table(client, &table).await?;
             }
         }

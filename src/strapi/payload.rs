@@ -1,7 +1,8 @@
 //! The JSON clients receive, serialized once per event and shared by every room.
 //!
-//! A data event's payload has the shape Strapi 4's REST API gives one entry without
-//! `populate`: `{"data":{"id":1,"attributes":{...}},"meta":{}}`. [`EntryBuilder`] writes it
+//! A data event's payload has the shape Strapi's REST API gives one entry without
+//! `populate`: Strapi 4's `{"data":{"id":1,"attributes":{...}},"meta":{}}`, Strapi 5's flat
+//! `{"data":{"id":4,"documentId":"…",...},"meta":{}}`. [`EntryBuilder`] writes it
 //! straight into one `String`, attribute by attribute, with the value rules of
 //! [`format`](mod@super::format).
 //!
@@ -126,6 +127,8 @@ impl fmt::Debug for Payload {
 pub(crate) struct EntryBuilder {
     buf: String,
     first: bool,
+    /// Strapi 4's `attributes` object is open and must be closed too.
+    nested: bool,
 }
 
 impl EntryBuilder {
@@ -133,7 +136,27 @@ impl EntryBuilder {
     pub(crate) fn new(id: i64, capacity: usize) -> EntryBuilder {
         let mut buf = String::with_capacity(capacity.max(64));
         let _ = write!(buf, "{{\"data\":{{\"id\":{id},\"attributes\":{{");
-        EntryBuilder { buf, first: true }
+        EntryBuilder {
+            buf,
+            first: true,
+            nested: true,
+        }
+    }
+
+    /// Starts a Strapi 5 entry: `{"data":{"id":…,"documentId":…,<attributes>},"meta":{}}`,
+    /// the attributes beside the ids.
+    pub(crate) fn flat(id: i64, document_id: Option<&str>, capacity: usize) -> EntryBuilder {
+        let mut buf = String::with_capacity(capacity.max(96));
+        let _ = write!(buf, "{{\"data\":{{\"id\":{id},\"documentId\":");
+        match document_id {
+            Some(d) => format::write_json_string(&mut buf, d),
+            None => buf.push_str("null"),
+        }
+        EntryBuilder {
+            buf,
+            first: false,
+            nested: false,
+        }
     }
 
     /// Adds attribute `name`; `value` is the column's text, `None` for SQL NULL. A value that
@@ -171,7 +194,10 @@ impl EntryBuilder {
 
     /// Closes the entry.
     pub(crate) fn finish(mut self) -> Result<Payload, PayloadError> {
-        self.buf.push_str("}},\"meta\":{}}");
+        if self.nested {
+            self.buf.push('}');
+        }
+        self.buf.push_str("},\"meta\":{}}");
         Payload::from_json(self.buf)
     }
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# End-to-end test of strapi-io-bridge against a real Strapi 4.26.2:
+# End-to-end test of strapi-io-bridge against a real Strapi 4.26.2 or, with --strapi 5, 5.54.0:
 #   a throwaway PostgreSQL 15 (wal_level=logical) -> Strapi (`strapi start`) -> strapi-io-bridge
-#   `setup` + `run` -> Node socket.io clients (tests/node/strapi-e2e.test.mjs) that change content
-#   through Strapi's REST API and check what every client receives.
+#   `setup` + `run` -> Node socket.io clients (tests/node/strapi-e2e.test.mjs, for Strapi 5
+#   tests/node/strapi5-e2e.test.mjs) that change content through Strapi's REST and admin APIs
+#   and check what every client receives.
 #
-# Usage: tests/e2e/run.sh [--keep] [--without-bridge]
+# Usage: tests/e2e/run.sh [--strapi 4|5] [--keep] [--without-bridge]
+#   --strapi 4|5      which Strapi to run (also E2E_STRAPI; default 4): the app in tests/e2e/strapi
+#                     (4.26.2) or tests/e2e/strapi5 (5.54.0)
 #   --keep            leave PostgreSQL, Strapi and the bridge running and the work folder in place
 #                     (also E2E_KEEP=1); prints how to reach and stop them
 #   --without-bridge  do not start the bridge; run only the Strapi fixture checks (also
@@ -12,8 +15,8 @@
 # Environment:
 #   BRIDGE_BIN        the bridge binary (default: target/debug/strapi-io-bridge in the repository)
 #   STRAPI_E2E_HOME   where the Strapi app's node_modules are installed and reused
-#                     (default: ~/.cache/strapi-io-bridge/strapi-4.26.2); reinstalled only when
-#                     tests/e2e/strapi/package.json or package-lock.json change
+#                     (default: ~/.cache/strapi-io-bridge/strapi-4.26.2, or strapi-5.54.0);
+#                     reinstalled only when the app's package.json or package-lock.json change
 #   PG_BIN            PostgreSQL binaries (default: /usr/lib/postgresql/15/bin, else the newest
 #                     /usr/lib/postgresql/*/bin, else initdb's folder on PATH)
 #   RUST_LOG          passed to the bridge (default: info)
@@ -25,8 +28,13 @@ set -Eeuo pipefail
 
 KEEP=${E2E_KEEP:-0}
 WITHOUT_BRIDGE=${E2E_WITHOUT_BRIDGE:-0}
-for arg in "$@"; do
+MAJOR=${E2E_STRAPI:-4}
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  arg=${args[i]}
   case "$arg" in
+    --strapi) MAJOR=${args[i + 1]:-}; i=$((i + 1)) ;;
+    --strapi=*) MAJOR=${arg#--strapi=} ;;
     --keep) KEEP=1 ;;
     --without-bridge) WITHOUT_BRIDGE=1 ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -42,9 +50,13 @@ if [[ $WITHOUT_BRIDGE = 1 && -n $STRICT ]]; then
 fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TEMPLATE=$REPO/tests/e2e/strapi
+case "$MAJOR" in
+  4) STRAPI_VERSION=4.26.2 TEMPLATE=$REPO/tests/e2e/strapi NODE_TEST=strapi-e2e.test.mjs ;;
+  5) STRAPI_VERSION=5.54.0 TEMPLATE=$REPO/tests/e2e/strapi5 NODE_TEST=strapi5-e2e.test.mjs ;;
+  *) echo "run.sh: --strapi takes 4 or 5, not '$MAJOR'" >&2; exit 2 ;;
+esac
 NODE_DIR=$REPO/tests/node
-STRAPI_HOME=${STRAPI_E2E_HOME:-$HOME/.cache/strapi-io-bridge/strapi-4.26.2}
+STRAPI_HOME=${STRAPI_E2E_HOME:-$HOME/.cache/strapi-io-bridge/strapi-$STRAPI_VERSION}
 if [[ -z ${PG_BIN:-} ]]; then
   # PostgreSQL 15 where Debian puts it, else the newest installed, else whatever is on PATH.
   for d in /usr/lib/postgresql/15/bin $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
@@ -83,12 +95,16 @@ die() { printf '\nrun.sh: %s\n' "$*" >&2; exit 1; }
 
 # --- preconditions ----------------------------------------------------------------------------
 
-command -v node >/dev/null || die "node is not installed (Node 18-22 is needed for Strapi 4)"
+command -v node >/dev/null || die "node is not installed (Node 18-22 is needed for Strapi 4, 20-24 for Strapi 5)"
 command -v npm >/dev/null || die "npm is not installed"
 command -v curl >/dev/null || die "curl is not installed"
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]] || die "PostgreSQL binaries (initdb, pg_ctl) not found in $PG_BIN (set PG_BIN)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 18 && node_major <= 22)) || die "Strapi 4.26.2 needs Node 18-22, found $(node -v)"
+if [[ $MAJOR = 4 ]]; then
+  ((node_major >= 18 && node_major <= 22)) || die "Strapi 4.26.2 needs Node 18-22, found $(node -v)"
+else
+  ((node_major >= 20)) || die "Strapi 5.54.0 needs Node 20 or newer, found $(node -v)"
+fi
 
 if [[ ! -x $BRIDGE_BIN ]]; then
   if [[ $WITHOUT_BRIDGE = 1 ]]; then
@@ -216,7 +232,7 @@ stamp_of() { cat "$@" | sha256sum | cut -c1-64; }
 
 # --- (a) install ------------------------------------------------------------------------------
 
-step "install the Strapi 4.26.2 app's dependencies ($STRAPI_HOME)"
+step "install the Strapi $STRAPI_VERSION app's dependencies ($STRAPI_HOME)"
 mkdir -p "$STRAPI_HOME"
 want=$(stamp_of "$TEMPLATE/package.json" "$TEMPLATE/package-lock.json")
 (
@@ -280,7 +296,7 @@ say "port $PG_PORT, role strapi (LOGIN REPLICATION), database strapi"
 
 # --- (c) Strapi -------------------------------------------------------------------------------
 
-step "boot Strapi 4.26.2 (strapi start)"
+step "boot Strapi $STRAPI_VERSION (strapi start)"
 STRAPI_PORT=$(free_port)
 JWT_SECRET=$(random_secret)
 API_TOKEN_SALT=$(random_secret)
@@ -293,6 +309,7 @@ sed -e "s|@STRAPI_PORT@|$STRAPI_PORT|" \
   -e "s|@ADMIN_JWT_SECRET@|$(random_secret)|" \
   -e "s|@TRANSFER_TOKEN_SALT@|$(random_secret)|" \
   -e "s|@JWT_SECRET@|$JWT_SECRET|" \
+  -e "s|@ENCRYPTION_KEY@|$(random_secret)|" \
   -e "s|@DATABASE_PORT@|$PG_PORT|" \
   -e "s|@DATABASE_NAME@|strapi|" \
   -e "s|@DATABASE_USERNAME@|strapi|" \
@@ -322,6 +339,16 @@ else
   (cd "$WORK" && "$BRIDGE_BIN" setup --strapi-dir "$APP") > "$LOGS/bridge-setup.log" 2>&1 ||
     die "strapi-io-bridge setup failed"
 
+  if [[ $MAJOR = 5 ]]; then
+    step "bridge: check finds the Strapi 5 layout and refresh mode (config/plugins.js)"
+    (cd "$WORK" && "$BRIDGE_BIN" check --strapi-dir "$APP" --content-types '*') > "$LOGS/bridge-check.log" 2>&1 ||
+      die "strapi-io-bridge check failed: $(cat "$LOGS/bridge-check.log")"
+    grep -q "Strapi 5 layout" "$LOGS/bridge-check.log" || die "check did not report the Strapi 5 layout"
+    grep -q "jwt_management = refresh (jwtManagement in $APP/config/plugins.js)" "$LOGS/bridge-check.log" ||
+      die "check did not report jwt_management = refresh from config/plugins.js"
+    grep -E "Strapi 5 layout|jwt_management" "$LOGS/bridge-check.log" | sed 's/^/    /'
+  fi
+
   step "bridge: run, wait for /readyz"
   BRIDGE_PORT=$(free_port)
   # The bridge also proxies Strapi's HTTP API (its config.toml is read from the work folder).
@@ -342,11 +369,20 @@ fi
 
 # --- (e) Node tests ---------------------------------------------------------------------------
 
-step "Node tests: tests/node/*.test.mjs"
+if [[ $MAJOR = 4 ]]; then
+  # Every Node test but the Strapi 5 one.
+  NODE_TESTS=()
+  for f in "$NODE_DIR"/*.test.mjs; do
+    [[ $(basename "$f") = strapi5-e2e.test.mjs ]] || NODE_TESTS+=("$f")
+  done
+else
+  NODE_TESTS=("$NODE_DIR/$NODE_TEST")
+fi
+step "Node tests: ${NODE_TESTS[*]#"$REPO/"}"
 STRAPI_URL=http://127.0.0.1:$STRAPI_PORT BRIDGE_URL=$BRIDGE_URL E2E_FIXTURE_FILE=$FIXTURE \
   E2E_JWT_SECRET=$JWT_SECRET \
   node --test --test-reporter=spec --test-reporter-destination=stdout \
-  --test-reporter=tap --test-reporter-destination="$LOGS/node-test.tap" "$NODE_DIR"/*.test.mjs 2>&1 |
+  --test-reporter=tap --test-reporter-destination="$LOGS/node-test.tap" "${NODE_TESTS[@]}" 2>&1 |
   tee "$LOGS/node-test.log" || die "the Node tests failed"
 # TAP marks skipped tests and suites alike (the spec summary does not count skipped suites).
 if [[ -n $STRICT ]] && grep -qE '# (SKIP|TODO)' "$LOGS/node-test.tap"; then

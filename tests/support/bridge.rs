@@ -36,10 +36,24 @@ pub const EDDIE: i64 = 2;
 /// Authenticated.
 pub const BOB: i64 = 3;
 
+/// The Strapi 5 fixture: a database Strapi 5.54.0 laid out (see its header), recorded by
+/// `tests/e2e/record5.mjs`.
+pub const FIXTURE5: &str = include_str!("../fixtures/strapi5.sql");
+/// The Strapi 5 fixture's users-permissions JWT secret.
+pub const JWT_SECRET5: &str = "bqGg5w2ClHqVgs/XwSexSA==";
+/// The Strapi 5 fixture's API-token salt.
+pub const API_TOKEN_SALT5: &str = "To6g4FaYaMnOPEMs2T1swg==";
+/// The Strapi 5 fixture's full-access API token, in clear.
+pub const FULL_ACCESS_TOKEN5: &str = "253b73e511b882095eef08b8071cbe0068a6fc2a115d0ebe2b22b8d996ab6b0b31e7b25654e83164537390c09dd0d5b73096377ace3e1c124ef96af77a020e295f28e49f9b42cad04b2d425b63b1e66e7e780a08fa41f22ae1f601ee9d8f8f808d2469859c3be4a0b2e3e8dfff3bfdad2772c59c6d3e079a90b3dde345e77b40";
+/// The Strapi 5 fixture's custom API token (find on messages), in clear.
+pub const CUSTOM_TOKEN5: &str = "d47879e83b56525b552a6db4e7ff3da92dcb422241b5dbccab43bb87160888dc660ab78c196c6dfe43812db5dffab541d5f258683abfbfbdf79690b5f871f042ee5b9e047d38200c00729b6f98118be1891aaac9c2c9760d85dd420f716325e2aeecaaa3c5cc4cc5f87f23e5469f3d26fec83afc056484471fbed09d833a2111";
+
 /// A fresh database with the fixture loaded and `setup` applied.
 pub struct StrapiDb<'a> {
     /// The database.
     pub db: TestDb<'a>,
+    /// `JWT_SECRET` and `API_TOKEN_SALT` its rows assume.
+    secrets: (&'static str, &'static str),
 }
 
 impl<'a> StrapiDb<'a> {
@@ -51,10 +65,30 @@ impl<'a> StrapiDb<'a> {
 
     /// The same on a given cluster.
     pub async fn on(cluster: &'a TempCluster, before_setup: &str) -> StrapiDb<'a> {
+        Self::load(cluster, FIXTURE, (JWT_SECRET, API_TOKEN_SALT), before_setup).await
+    }
+
+    /// A fresh database holding the Strapi 5 fixture, `setup` applied.
+    pub async fn strapi5(before_setup: &str) -> StrapiDb<'a> {
+        Self::load(
+            TempCluster::shared(),
+            FIXTURE5,
+            (JWT_SECRET5, API_TOKEN_SALT5),
+            before_setup,
+        )
+        .await
+    }
+
+    async fn load(
+        cluster: &'a TempCluster,
+        fixture: &str,
+        secrets: (&'static str, &'static str),
+        before_setup: &str,
+    ) -> StrapiDb<'a> {
         let db = TestDb::new(cluster);
         let client = db.client().await;
         client
-            .batch_execute(FIXTURE)
+            .batch_execute(fixture)
             .await
             .expect("load the fixture");
         if !before_setup.is_empty() {
@@ -63,7 +97,7 @@ impl<'a> StrapiDb<'a> {
                 .await
                 .expect("prepare the fixture");
         }
-        let strapi = StrapiDb { db };
+        let strapi = StrapiDb { db, secrets };
         let cfg = strapi.config("");
         strapi_io_bridge::check::setup(&cfg)
             .await
@@ -76,8 +110,8 @@ impl<'a> StrapiDb<'a> {
     pub fn config(&self, extra_toml: &str) -> Config {
         let file = RawConfig::parse(extra_toml, Path::new("test.toml")).expect("test config");
         let mut env = std::collections::HashMap::new();
-        env.insert("JWT_SECRET".to_owned(), JWT_SECRET.to_owned());
-        env.insert("API_TOKEN_SALT".to_owned(), API_TOKEN_SALT.to_owned());
+        env.insert("JWT_SECRET".to_owned(), self.secrets.0.to_owned());
+        env.insert("API_TOKEN_SALT".to_owned(), self.secrets.1.to_owned());
         let mut cfg = Config::resolve(&Sources {
             env: EnvVars::new(env, "the test"),
             file,

@@ -72,9 +72,11 @@ async fn a_websocket_message_over_the_limit_closes_the_connection() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     server.marker(1).await;
-    assert_eq!(
-        next_text(&mut ws).await.as_deref(),
-        Some("42[\"marker\",1]")
+    // The marker, with its offset as the last argument.
+    let marker = next_text(&mut ws).await.unwrap_or_default();
+    assert!(
+        marker.starts_with("42[\"marker\",1,\"") && marker.ends_with("\"]"),
+        "{marker}"
     );
 
     let big = format!("42[\"nothing\",\"{}\"]", "x".repeat(2000));
@@ -434,7 +436,11 @@ async fn client_events_over_a_sockets_allowance_are_dropped_counted_and_acked() 
         .emit("chat", json!("from alice2"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(alice.event("chat").await, vec![json!("from alice2")]);
+    // A relay that would end with a string ends with `null`, so it is never taken for an offset.
+    assert_eq!(
+        alice.event("chat").await,
+        vec![json!("from alice2"), Value::Null]
+    );
     server.marker(1).await;
     alice.marker(1).await;
 }
