@@ -183,7 +183,9 @@ class Client {
 async function expectEvent(client, event, payload, after) {
   const got = await client.next(`${event} after ${after}`);
   assert.equal(got.event, event, `${client.name} after ${after}: expected event ${event}, got ${got.event} ${JSON.stringify(got.args)}`);
-  assert.equal(got.args.length, 1, `${client.name} ${event} after ${after}: expected one argument, got ${got.args.length}`);
+  // Stream events end with their offset (README: Delivery); the payload is the one argument before it.
+  assert.equal(got.args.length, 2, `${client.name} ${event} after ${after}: expected the payload and the offset, got ${got.args.length} arguments`);
+  assert.equal(typeof got.args[1], 'string', `${client.name} ${event} after ${after}: the last argument is the offset`);
   assert.deepStrictEqual(got.args[0], payload, `${client.name} ${event} after ${after}: payload differs from the REST response`);
 }
 
