@@ -140,16 +140,10 @@ $emit$;
 RESET strapi_io.publication;
 RESET strapi_io.schema;
 
--- A least-privilege role for the bridge (example; run as a superuser, adjust names).
--- It can stream and read but cannot add new content-type tables to the publication itself,
--- so run this file again (as the table owner) after adding content types in Strapi.
---
---   CREATE ROLE strapi_io LOGIN REPLICATION PASSWORD 'change-me';
---   GRANT CONNECT ON DATABASE strapi TO strapi_io;
---   GRANT USAGE ON SCHEMA public TO strapi_io;
---   GRANT SELECT ON ALL TABLES IN SCHEMA public TO strapi_io;
---   ALTER DEFAULT PRIVILEGES FOR ROLE strapi IN SCHEMA public GRANT SELECT ON TABLES TO strapi_io;
+-- A separate replication role for the bridge, for managed services (RDS, Cloud SQL, Azure,
+-- Supabase, Neon) or anyone who would rather not give the bridge Strapi's own user: see the end
+-- of `strapi-io-bridge setup --print` (the exact grants, with the configured names) or the README.
 --
 -- pg_hba.conf: a logical replication connection matches the database name like an ordinary
 -- one (the "replication" keyword is for physical replication only), e.g.
---   host  strapi  strapi_io  10.0.0.0/8  scram-sha-256
+--   host  strapi  strapi_io_bridge  10.0.0.0/8  scram-sha-256

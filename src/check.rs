@@ -369,7 +369,8 @@ async fn check_server(
                     current_setting('max_wal_senders')::int,
                     (SELECT count(*)::int FROM pg_stat_replication),
                     r.rolreplication, r.rolsuper, current_user,
-                    current_setting('max_slot_wal_keep_size')
+                    current_setting('max_slot_wal_keep_size', true),
+                    pg_is_in_recovery()
                FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -384,22 +385,20 @@ async fn check_server(
     let replication: bool = row.get(7);
     let superuser: bool = row.get(8);
     let user: String = row.get(9);
-    let keep_size: String = row.get(10);
+    let keep_size: Option<String> = row.get(10);
+    let in_recovery: bool = row.get(11);
+    let service = detect_service(client).await?;
+    let version_num = u32::try_from(version_num).unwrap_or(0);
 
-    if version_num >= 140000 {
-        report.push(Finding::ok(format!("server: PostgreSQL {version}")));
-    } else if version_num >= 100000 {
-        report.push(Finding::warning(
-            format!(
-                "server: PostgreSQL {version}: custom events from pg_logical_emit_message need PostgreSQL 14 or later"
-            ),
-            Some("upgrade PostgreSQL to use SQL-emitted custom events; data events work".to_owned()),
-        ));
-    } else {
-        report.push(Finding::error(
-            format!("server: PostgreSQL {version} has no pgoutput logical decoding"),
-            Some("upgrade to PostgreSQL 10 or later (14+ recommended)".to_owned()),
-        ));
+    report.push(version_finding(&version, version_num));
+    if let Some(service) = service {
+        report.push(Finding::ok(format!(
+            "managed service: {} (settings are changed in its console, not with ALTER SYSTEM)",
+            service.name()
+        )));
+    }
+    if in_recovery {
+        report.push(standby_finding(version_num));
     }
 
     if wal_level == "logical" {
@@ -407,9 +406,7 @@ async fn check_server(
     } else {
         report.push(Finding::error(
             format!("wal_level = {wal_level}; logical decoding needs wal_level = logical"),
-            Some(
-                "ALTER SYSTEM SET wal_level = logical;   -- as a superuser\nthen restart PostgreSQL (e.g. systemctl restart postgresql)".to_owned(),
-            ),
+            Some(wal_level_fix(service)),
         ));
     }
 
@@ -428,8 +425,12 @@ async fn check_server(
         report.push(Finding::error(
             format!("replication slots: all {max_slots} in use, none left for the bridge"),
             Some(format!(
-                "ALTER SYSTEM SET max_replication_slots = {};  -- then restart PostgreSQL\nor drop an unused slot: SELECT pg_drop_replication_slot('<name>');",
-                max_slots + 2
+                "{}\nor drop an unused slot: SELECT pg_drop_replication_slot('<name>');",
+                setting_fix(
+                    service,
+                    "max_replication_slots",
+                    &(max_slots + 2).to_string()
+                )
             )),
         ));
     }
@@ -440,43 +441,342 @@ async fn check_server(
     } else {
         report.push(Finding::error(
             format!("wal senders: all {max_senders} in use"),
-            Some(format!(
-                "ALTER SYSTEM SET max_wal_senders = {};  -- then restart PostgreSQL",
-                max_senders + 2
+            Some(setting_fix(
+                service,
+                "max_wal_senders",
+                &(max_senders + 2).to_string(),
             )),
         ));
     }
 
-    if replication || superuser {
+    // RDS lets members of rds_replication stream without the REPLICATION attribute.
+    let rds_replication: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication')
+                    AND pg_has_role(current_user, 'rds_replication', 'member')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if replication || superuser || rds_replication {
         report.push(Finding::ok(format!(
             "role {user} may replicate ({})",
             if superuser {
                 "superuser"
-            } else {
+            } else if replication {
                 "REPLICATION"
+            } else {
+                "member of rds_replication"
             }
         )));
     } else {
         report.push(Finding::error(
             format!("role {user} lacks the REPLICATION attribute needed to stream"),
-            Some(format!(
-                "ALTER ROLE {} REPLICATION;   -- as a superuser",
-                quote_ident(&user)
-            )),
+            Some(replication_grant_fix(service, &user)),
         ));
     }
 
-    if keep_size == "-1" {
-        report.push(Finding::warning(
-            "max_slot_wal_keep_size = -1: while the bridge is stopped its slot keeps all WAL, without limit",
-            Some(
-                "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();   -- size it to your disk".to_owned(),
-            ),
-        ));
-    } else {
-        report.push(Finding::ok(format!("max_slot_wal_keep_size = {keep_size}")));
+    match keep_size.as_deref() {
+        Some("-1") => report.push(Finding::warning(
+            "max_slot_wal_keep_size = -1: while the bridge is stopped its slot keeps all WAL, \
+             without limit, until the disk is full",
+            Some(format!(
+                "{}   -- size it to your disk; a slot that falls further behind is invalidated \
+                 and the bridge then stops with an error instead of filling the disk",
+                setting_fix(service, "max_slot_wal_keep_size", "'10GB'")
+            )),
+        )),
+        Some(size) => report.push(Finding::ok(format!("max_slot_wal_keep_size = {size}"))),
+        None => report.push(Finding::warning(
+            "this server has no max_slot_wal_keep_size (PostgreSQL 12 or older): a stopped \
+             bridge's slot keeps all WAL without limit",
+            Some("upgrade to PostgreSQL 13 or later".to_owned()),
+        )),
+    }
+    if version_num >= PG17 && !in_recovery {
+        check_failover_setup(client, report).await?;
     }
     Ok(())
+}
+
+/// The first PostgreSQL version whose pgoutput forwards logical messages (custom events).
+const PG14: u32 = 140_000;
+/// The first version that decodes on a physical standby.
+const PG16: u32 = 160_000;
+/// The first version with failover slots (`sync_replication_slots`) and `invalidation_reason`.
+const PG17: u32 = 170_000;
+/// The oldest and newest major versions the test matrix runs.
+const TESTED: (u32, u32) = (13, 18);
+
+/// What this server version can and cannot do for the bridge.
+fn version_finding(version: &str, version_num: u32) -> Finding {
+    let major = version_num / 10_000;
+    if version_num < 100_000 {
+        return Finding::error(
+            format!("server: PostgreSQL {version} has no pgoutput logical decoding"),
+            Some(format!(
+                "upgrade to PostgreSQL {}–{} (the versions the bridge is tested on)",
+                TESTED.0, TESTED.1
+            )),
+        );
+    }
+    let mut can = vec!["data events"];
+    let mut cannot = Vec::new();
+    if version_num >= PG14 {
+        can.push("custom events from pg_logical_emit_message");
+    } else {
+        cannot.push(
+            "custom events from pg_logical_emit_message (pgoutput forwards logical messages \
+             from 14; POST /io/emit works)",
+        );
+    }
+    if version_num >= PG16 {
+        can.push("decoding on a standby");
+    } else {
+        cannot.push("decoding on a standby (16+)");
+    }
+    if version_num >= PG17 {
+        can.push("a failover slot that standbys with sync_replication_slots carry");
+    } else {
+        cannot.push(
+            "keeping its slot across a failover (failover slots are 17+: after a failover the \
+             bridge reports the lost slot and starts again from then)",
+        );
+    }
+    let mut message = format!(
+        "server: PostgreSQL {version}: the bridge can use {}",
+        can.join(", ")
+    );
+    if !cannot.is_empty() {
+        message.push_str(&format!("; cannot: {}", cannot.join("; ")));
+    }
+    if major < TESTED.0 {
+        Finding::warning(
+            format!(
+                "{message}; PostgreSQL {major} is older than the tested {}–{}",
+                TESTED.0, TESTED.1
+            ),
+            Some(format!("upgrade to PostgreSQL {}–{}", TESTED.0, TESTED.1)),
+        )
+    } else if major > TESTED.1 {
+        Finding::warning(
+            format!(
+                "{message}; PostgreSQL {major} is newer than the tested {}–{}",
+                TESTED.0, TESTED.1
+            ),
+            None,
+        )
+    } else if version_num < PG14 {
+        Finding::warning(
+            message,
+            Some("upgrade to PostgreSQL 14 or later to emit custom events from SQL".to_owned()),
+        )
+    } else {
+        Finding::ok(message)
+    }
+}
+
+/// The bridge is pointed at a standby.
+fn standby_finding(version_num: u32) -> Finding {
+    if version_num >= PG16 {
+        Finding::ok(
+            "this server is a standby: the bridge decodes here (its slot lives on this standby; \
+             the primary needs hot_standby_feedback = on from it, and custom events from SQL are \
+             emitted on the primary)",
+        )
+    } else {
+        Finding::error(
+            "this server is a standby, and logical decoding on a standby needs PostgreSQL 16",
+            Some("point the bridge at the primary".to_owned()),
+        )
+    }
+}
+
+/// On PostgreSQL 17+ primaries with standbys: whether the bridge's failover slot is safe.
+async fn check_failover_setup(
+    client: &Client,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*)::int FROM pg_replication_slots WHERE slot_type = 'physical'),
+                    current_setting('synchronized_standby_slots', true)",
+            &[],
+        )
+        .await?;
+    let physical: i32 = row.get(0);
+    let synchronized: Option<String> = row.get(1);
+    if physical > 0 && synchronized.as_deref().unwrap_or("").is_empty() {
+        report.push(Finding::warning(
+            format!(
+                "{physical} physical slot(s) (standbys) but synchronized_standby_slots is empty: \
+                 the bridge may be sent changes a standby has not received, which a failover to \
+                 that standby would lose"
+            ),
+            Some(
+                "ALTER SYSTEM SET synchronized_standby_slots = '<the standby''s physical slot>'; \
+                 SELECT pg_reload_conf();\non the standby: sync_replication_slots = on, \
+                 hot_standby_feedback = on, dbname in primary_conninfo"
+                    .to_owned(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A managed PostgreSQL service, recognised by its settings or roles. Those services refuse
+/// `ALTER SYSTEM`; their settings are changed in the provider's console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Amazon RDS and Aurora PostgreSQL (`rds.*` settings, `rds_replication` role).
+    Rds,
+    /// Google Cloud SQL (`cloudsql.*` flags, `cloudsqlsuperuser` role).
+    CloudSql,
+    /// Azure Database for PostgreSQL (`azure.*` settings, `azure_pg_admin` role).
+    Azure,
+    /// Supabase (`supabase_admin` role).
+    Supabase,
+    /// Neon (`neon.*` settings, `neon_superuser` role).
+    Neon,
+}
+
+impl Service {
+    /// The service's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Rds => "Amazon RDS / Aurora",
+            Service::CloudSql => "Google Cloud SQL",
+            Service::Azure => "Azure Database for PostgreSQL",
+            Service::Supabase => "Supabase",
+            Service::Neon => "Neon",
+        }
+    }
+
+    /// Which service, if any, from the settings present (name, value) and the roles that exist.
+    pub fn recognise(settings: &[(&str, Option<&str>)], roles: &[&str]) -> Option<Service> {
+        let setting = |name: &str| settings.iter().any(|(n, v)| *n == name && v.is_some());
+        let role = |name: &str| roles.contains(&name);
+        if setting("rds.logical_replication") || role("rds_replication") || role("rds_superuser") {
+            Some(Service::Rds)
+        } else if setting("cloudsql.logical_decoding") || role("cloudsqlsuperuser") {
+            Some(Service::CloudSql)
+        } else if setting("azure.replication_support") || role("azure_pg_admin") {
+            Some(Service::Azure)
+        } else if setting("neon.timeline_id") || role("neon_superuser") {
+            Some(Service::Neon)
+        } else if role("supabase_admin") {
+            Some(Service::Supabase)
+        } else {
+            None
+        }
+    }
+}
+
+/// Settings and roles by which [`Service::recognise`] knows a service.
+const SERVICE_SETTINGS: [&str; 4] = [
+    "rds.logical_replication",
+    "cloudsql.logical_decoding",
+    "azure.replication_support",
+    "neon.timeline_id",
+];
+const SERVICE_ROLES: [&str; 6] = [
+    "rds_replication",
+    "rds_superuser",
+    "cloudsqlsuperuser",
+    "azure_pg_admin",
+    "neon_superuser",
+    "supabase_admin",
+];
+
+async fn detect_service(client: &Client) -> Result<Option<Service>, tokio_postgres::Error> {
+    let mut settings = Vec::new();
+    for name in SERVICE_SETTINGS {
+        // `missing_ok`: NULL when the server has no such setting (nor a placeholder for it).
+        let value: Option<String> = client
+            .query_one("SELECT current_setting($1, true)", &[&name])
+            .await?
+            .get(0);
+        settings.push((name, value));
+    }
+    let roles: Vec<String> = client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+            &[&&SERVICE_ROLES[..]],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let settings: Vec<(&str, Option<&str>)> =
+        settings.iter().map(|(n, v)| (*n, v.as_deref())).collect();
+    let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+    Ok(Service::recognise(&settings, &roles))
+}
+
+/// How to turn on logical decoding: the service's console setting, else `ALTER SYSTEM`.
+pub fn wal_level_fix(service: Option<Service>) -> String {
+    match service {
+        Some(Service::Rds) => "in the DB parameter group (cluster parameter group on Aurora) set \
+             rds.logical_replication = 1, then reboot the instance"
+            .to_owned(),
+        Some(Service::CloudSql) => {
+            "set the database flag cloudsql.logical_decoding = on (console: \
+             Edit → Flags, or gcloud sql instances patch <instance> \
+             --database-flags=cloudsql.logical_decoding=on); the instance restarts"
+                .to_owned()
+        }
+        Some(Service::Azure) => "in the Azure portal, Server parameters: set wal_level = logical \
+             (flexible server; azure.replication_support = logical on single server), save, then \
+             restart the server"
+            .to_owned(),
+        Some(Service::Supabase) => "Supabase runs with wal_level = logical: connect with the \
+             direct connection string (db.<project>.supabase.co:5432), not the pooler"
+            .to_owned(),
+        Some(Service::Neon) => "in the Neon console: Project settings → Logical Replication → \
+             Enable; then connect with the direct (non -pooler) connection string"
+            .to_owned(),
+        None => "ALTER SYSTEM SET wal_level = logical;   -- as a superuser\nthen restart \
+                 PostgreSQL (e.g. systemctl restart postgresql)"
+            .to_owned(),
+    }
+}
+
+/// How to change a server setting: the service's console, else `ALTER SYSTEM`.
+fn setting_fix(service: Option<Service>, name: &str, value: &str) -> String {
+    match service {
+        Some(s) => format!(
+            "set {name} = {value} in the {} console (server parameters, parameter group or \
+             flags)",
+            s.name()
+        ),
+        None => format!(
+            "ALTER SYSTEM SET {name} = {value};  -- as a superuser, then SELECT pg_reload_conf(); \
+             (max_replication_slots and max_wal_senders need a restart)"
+        ),
+    }
+}
+
+/// How to let `user` stream: the service's replication role or the `REPLICATION` attribute.
+pub fn replication_grant_fix(service: Option<Service>, user: &str) -> String {
+    let role = quote_ident(user);
+    match service {
+        Some(Service::Rds) => {
+            format!("GRANT rds_replication TO {role};   -- as the master user (rds_superuser)")
+        }
+        Some(Service::CloudSql) => format!(
+            "ALTER ROLE {role} WITH REPLICATION;   -- as a cloudsqlsuperuser (the postgres user)"
+        ),
+        Some(Service::Azure) => {
+            format!("ALTER ROLE {role} WITH REPLICATION;   -- as the server admin (azure_pg_admin)")
+        }
+        Some(Service::Supabase) => {
+            format!("ALTER ROLE {role} WITH REPLICATION;   -- as the postgres user (SQL editor)")
+        }
+        Some(Service::Neon) => format!(
+            "ALTER ROLE {role} WITH REPLICATION;   -- as a neon_superuser (the project owner role)"
+        ),
+        None => format!("ALTER ROLE {role} REPLICATION;   -- as a superuser"),
+    }
 }
 
 async fn check_strapi(
@@ -728,7 +1028,10 @@ async fn check_slot(
     let row = client
         .query_opt(
             "SELECT plugin, database, active, active_pid,
-                    COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint,
+                    COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery()
+                                                  THEN pg_last_wal_replay_lsn()
+                                                  ELSE pg_current_wal_lsn() END,
+                                             confirmed_flush_lsn), 0)::bigint,
                     current_database()
                FROM pg_replication_slots WHERE slot_name = $1",
             &[&db.slot],
@@ -780,6 +1083,13 @@ async fn check_slot(
     } else {
         "inactive".to_owned()
     };
+    if let Some(finding) = slot_health(client, &db.slot).await? {
+        let fatal = finding.level == Level::Error;
+        report.push(finding);
+        if fatal {
+            return Ok(());
+        }
+    }
     let lag_mb = lag as f64 / 1_048_576.0;
     let finding = format!("slot {}: pgoutput, {state}, {lag_mb:.1} MB behind", db.slot);
     if lag > 1024 * 1024 * 1024 {
@@ -794,6 +1104,93 @@ async fn check_slot(
         report.push(Finding::ok(finding));
     }
     Ok(())
+}
+
+/// The slot's WAL state (13+), invalidation (`wal_status = 'lost'`; the reason on 17+) and
+/// failover flag (17+): `None` when all is well.
+async fn slot_health(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<Finding>, tokio_postgres::Error> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let version = u32::try_from(version).unwrap_or(0);
+    if version < 130_000 {
+        return Ok(None);
+    }
+    let sql = if version >= PG17 {
+        "SELECT wal_status, invalidation_reason, failover, pg_is_in_recovery()
+           FROM pg_replication_slots WHERE slot_name = $1"
+    } else {
+        "SELECT wal_status, NULL::text, NULL::bool, pg_is_in_recovery()
+           FROM pg_replication_slots WHERE slot_name = $1"
+    };
+    let Some(row) = client.query_opt(sql, &[&slot]).await? else {
+        return Ok(None);
+    };
+    let wal_status: Option<String> = row.get(0);
+    let reason: Option<String> = row.get(1);
+    let failover: Option<bool> = row.get(2);
+    let in_recovery: bool = row.get(3);
+    Ok(slot_state_finding(
+        slot,
+        wal_status.as_deref(),
+        reason.as_deref(),
+        failover,
+        in_recovery,
+    ))
+}
+
+/// What to say about a slot's state; `None` when there is nothing to say.
+fn slot_state_finding(
+    slot: &str,
+    wal_status: Option<&str>,
+    invalidation_reason: Option<&str>,
+    failover: Option<bool>,
+    in_recovery: bool,
+) -> Option<Finding> {
+    if wal_status == Some("lost") || invalidation_reason.is_some() {
+        return Some(Finding::error(
+            format!(
+                "slot {slot} is invalidated ({}): PostgreSQL no longer has the changes it                  needs, and the bridge will not start from it",
+                match invalidation_reason {
+                    Some("wal_removed") | None => {
+                        "the WAL it needed was removed: it fell more than max_slot_wal_keep_size                          behind"
+                            .to_owned()
+                    }
+                    Some(other) => format!("invalidation_reason = {other}"),
+                }
+            ),
+            Some(format!(
+                "SELECT pg_drop_replication_slot({});   -- then start the bridge: it creates the                  slot again and streams from then on; changes in between are not sent (clients                  should reload)",
+                quote_literal(slot)
+            )),
+        ));
+    }
+    if wal_status == Some("unreserved") {
+        return Some(Finding::warning(
+            format!(
+                "slot {slot}: wal_status = unreserved: it is beyond max_slot_wal_keep_size and                  will be invalidated at the next checkpoint"
+            ),
+            Some(
+                "start the bridge now so it catches up, or raise max_slot_wal_keep_size".to_owned(),
+            ),
+        ));
+    }
+    if failover == Some(false) && !in_recovery {
+        return Some(Finding::warning(
+            format!(
+                "slot {slot} was created without failover: standbys do not carry it, so a                  failover loses it"
+            ),
+            Some(
+                "the bridge turns failover on when it next starts (ALTER_REPLICATION_SLOT …                  (FAILOVER true))"
+                    .to_owned(),
+            ),
+        ));
+    }
+    None
 }
 
 fn check_auth(cfg: &Config, report: &mut Report) {
@@ -829,8 +1226,63 @@ fn check_auth(cfg: &Config, report: &mut Report) {
     }
 }
 
-/// The set-up SQL with the configured publication and schema.
+/// The role name suggested for a separate replication role.
+pub const REPLICATION_ROLE: &str = "strapi_io_bridge";
+
+/// The grants that let a separate role run the bridge without being a superuser or owning
+/// Strapi's tables (as on managed services): `(as an administrator, as the tables' owner)`.
+/// The publication is the owner's, made by the set-up SQL; this role only streams and reads.
+pub fn replication_role_sql(role: &str, database: &str, schema: &str) -> (String, String) {
+    let role = quote_ident(role);
+    let database = quote_ident(database);
+    let schema = quote_ident(schema);
+    let admin = format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'change-me';\n\
+         ALTER ROLE {role} WITH REPLICATION;\n\
+         GRANT CONNECT ON DATABASE {database} TO {role};\n"
+    );
+    let owner = format!(
+        "GRANT USAGE ON SCHEMA {schema} TO {role};\n\
+         GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role};\n\
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {role};\n"
+    );
+    (admin, owner)
+}
+
+/// [`replication_role_sql`] for the configured database and schema, as SQL comments (so the
+/// printed set-up SQL stays safe to pipe into psql).
+fn replication_role_comment(cfg: &Config) -> String {
+    let database = cfg.database.pg.get_dbname().unwrap_or("strapi");
+    let (admin, owner) = replication_role_sql(REPLICATION_ROLE, database, &cfg.database.schema);
+    let comment = |sql: &str| {
+        sql.lines()
+            .map(|l| format!("--   {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "\n-- A separate replication role (not a superuser, owns nothing): run as an administrator\n\
+         -- (a superuser; RDS: rds_superuser; Cloud SQL: cloudsqlsuperuser; Azure: azure_pg_admin):\n\
+         {}\
+         -- (Amazon RDS / Aurora: instead of ALTER ROLE … WITH REPLICATION,\n\
+         --    GRANT rds_replication TO {role};)\n\
+         -- then as Strapi's database user (the tables' owner, who made the publication above):\n\
+         {}\
+         -- and point the bridge at it: DATABASE_URL=postgres://{role}:…@<host>/{database}\n",
+        comment(&admin),
+        comment(&owner),
+        role = REPLICATION_ROLE,
+    )
+}
+
+/// The set-up SQL with the configured publication and schema, followed (as comments) by the
+/// grants for a separate replication role.
 pub fn setup_sql(cfg: &Config) -> String {
+    let mut sql = setup_sql_only(cfg);
+    sql.push_str(&replication_role_comment(cfg));
+    sql
+}
+
+fn setup_sql_only(cfg: &Config) -> String {
     SETUP_SQL
         .replacen(
             "SET strapi_io.publication = 'strapi_io';",
@@ -890,6 +1342,136 @@ mod tests {
         assert!(r.can_run());
         r.push(Finding::error("c", None));
         assert!(!r.can_run());
+    }
+
+    #[test]
+    fn each_version_says_what_it_can_and_cannot_do() {
+        let v13 = version_finding("13.23", 130_023);
+        assert_eq!(v13.level, Level::Warning);
+        assert!(
+            v13.message.contains("cannot: custom events"),
+            "{}",
+            v13.message
+        );
+        assert!(v13.message.contains("failover"), "{}", v13.message);
+        let v16 = version_finding("16.14", 160_014);
+        assert_eq!(v16.level, Level::Ok);
+        assert!(v16.message.contains("can use data events, custom events"));
+        assert!(v16.message.contains("decoding on a standby"));
+        assert!(
+            v16.message
+                .contains("cannot: keeping its slot across a failover")
+        );
+        let v17 = version_finding("17.10", 170_010);
+        assert_eq!(v17.level, Level::Ok);
+        assert!(!v17.message.contains("cannot"), "{}", v17.message);
+        assert!(v17.message.contains("failover slot"));
+        assert_eq!(version_finding("12.20", 120_020).level, Level::Warning);
+        assert_eq!(version_finding("19.0", 190_000).level, Level::Warning);
+        assert_eq!(version_finding("9.6", 90_600).level, Level::Error);
+        assert_eq!(standby_finding(150_000).level, Level::Error);
+        assert_eq!(standby_finding(160_000).level, Level::Ok);
+    }
+
+    #[test]
+    fn managed_services_are_recognised_by_their_settings_and_roles() {
+        assert_eq!(
+            Service::recognise(&[("rds.logical_replication", Some("off"))], &[]),
+            Some(Service::Rds)
+        );
+        assert_eq!(
+            Service::recognise(&[("rds.logical_replication", None)], &[]),
+            None,
+            "an absent setting says nothing"
+        );
+        assert_eq!(
+            Service::recognise(&[], &["rds_replication"]),
+            Some(Service::Rds)
+        );
+        assert_eq!(
+            Service::recognise(&[("cloudsql.logical_decoding", Some("off"))], &[]),
+            Some(Service::CloudSql)
+        );
+        assert_eq!(
+            Service::recognise(&[("azure.replication_support", Some("REPLICA"))], &[]),
+            Some(Service::Azure)
+        );
+        assert_eq!(
+            Service::recognise(&[("neon.timeline_id", Some("abc"))], &[]),
+            Some(Service::Neon)
+        );
+        assert_eq!(
+            Service::recognise(&[], &["supabase_admin"]),
+            Some(Service::Supabase)
+        );
+        assert_eq!(Service::recognise(&[], &[]), None);
+    }
+
+    #[test]
+    fn managed_services_get_their_console_setting_instead_of_alter_system() {
+        assert!(wal_level_fix(None).starts_with("ALTER SYSTEM SET wal_level = logical"));
+        for (service, needle) in [
+            (Service::Rds, "rds.logical_replication = 1"),
+            (Service::CloudSql, "cloudsql.logical_decoding=on"),
+            (Service::Azure, "Server parameters"),
+            (Service::Supabase, "direct connection string"),
+            (Service::Neon, "Logical Replication"),
+        ] {
+            let fix = wal_level_fix(Some(service));
+            assert!(fix.contains(needle), "{service:?}: {fix}");
+            assert!(!fix.contains("ALTER SYSTEM"), "{service:?}: {fix}");
+            assert!(
+                !setting_fix(Some(service), "max_wal_senders", "12").starts_with("ALTER SYSTEM"),
+                "{service:?}"
+            );
+        }
+        assert_eq!(
+            replication_grant_fix(Some(Service::Rds), "bridge"),
+            "GRANT rds_replication TO \"bridge\";   -- as the master user (rds_superuser)"
+        );
+        assert!(replication_grant_fix(None, "b").starts_with("ALTER ROLE \"b\" REPLICATION"));
+    }
+
+    #[test]
+    fn an_invalidated_slot_is_an_error_that_says_what_to_do() {
+        let lost = slot_state_finding("s", Some("lost"), None, None, false).unwrap();
+        assert_eq!(lost.level, Level::Error);
+        assert!(
+            lost.message.contains("max_slot_wal_keep_size"),
+            "{}",
+            lost.message
+        );
+        assert!(lost.fix.unwrap().contains("pg_drop_replication_slot('s')"));
+        let idle =
+            slot_state_finding("s", Some("lost"), Some("idle_timeout"), Some(true), false).unwrap();
+        assert!(idle.message.contains("idle_timeout"), "{}", idle.message);
+        assert_eq!(
+            slot_state_finding("s", Some("unreserved"), None, None, false)
+                .unwrap()
+                .level,
+            Level::Warning
+        );
+        assert_eq!(
+            slot_state_finding("s", Some("reserved"), None, Some(false), false)
+                .unwrap()
+                .level,
+            Level::Warning
+        );
+        assert!(slot_state_finding("s", Some("reserved"), None, Some(true), false).is_none());
+        assert!(slot_state_finding("s", Some("extended"), None, None, false).is_none());
+    }
+
+    #[test]
+    fn the_replication_role_gets_exactly_stream_and_read() {
+        let (admin, owner) = replication_role_sql("bridge", "strapi", "public");
+        assert_eq!(
+            admin,
+            "CREATE ROLE \"bridge\" LOGIN PASSWORD 'change-me';\n\
+             ALTER ROLE \"bridge\" WITH REPLICATION;\n\
+             GRANT CONNECT ON DATABASE \"strapi\" TO \"bridge\";\n"
+        );
+        assert!(owner.contains("GRANT SELECT ON ALL TABLES IN SCHEMA \"public\" TO \"bridge\";"));
+        assert!(!owner.contains("INSERT") && !owner.contains("CREATE"));
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub const SUPERUSER: &str = "postgres";
 /// Where Debian and Ubuntu install each PostgreSQL version (`<root>/<version>/bin`).
 pub const DEBIAN_VERSIONS_ROOT: &str = "/usr/lib/postgresql";
 
+/// The environment variable naming the folder of the PostgreSQL programs to use; it wins over
+/// `PATH` and [`DEBIAN_VERSIONS_ROOT`] (the test matrix runs each version this way).
+pub const PG_BIN_ENV: &str = "PG_BIN";
+
 /// How many ports are tried when another process takes the chosen one before PostgreSQL binds.
 const START_ATTEMPTS: usize = 5;
 
@@ -50,6 +54,9 @@ pub enum ClusterError {
         "PostgreSQL server programs not found: no initdb on PATH or in {DEBIAN_VERSIONS_ROOT}/*/bin"
     )]
     NoBinaries,
+    /// [`PG_BIN_ENV`] names a folder without `initdb` and `pg_ctl`.
+    #[error("{PG_BIN_ENV}={0} holds no initdb and pg_ctl: point it at a PostgreSQL bin folder")]
+    BadPgBin(PathBuf),
     /// Running as root, but there is no `postgres` user to run PostgreSQL as.
     #[error(
         "running as root, PostgreSQL has to run as another user (initdb refuses root), \
@@ -168,13 +175,27 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// `initdb`'s folder when it is on `PATH` (the user's choice), else the highest version
-    /// under [`DEBIAN_VERSIONS_ROOT`].
+    /// The folder [`PG_BIN_ENV`] names when set, else `initdb`'s folder when it is on `PATH`
+    /// (the user's choice), else the highest version under [`DEBIAN_VERSIONS_ROOT`].
     pub fn find() -> Result<Binaries, ClusterError> {
+        if let Some(dir) = std::env::var_os(PG_BIN_ENV).filter(|d| !d.is_empty()) {
+            return Self::in_dir(Path::new(&dir));
+        }
         Self::find_in(
             std::env::var_os("PATH").as_deref(),
             Path::new(DEBIAN_VERSIONS_ROOT),
         )
+    }
+
+    /// The programs in `dir`, which must hold `initdb` and `pg_ctl`.
+    pub fn in_dir(dir: &Path) -> Result<Binaries, ClusterError> {
+        if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+            Ok(Binaries {
+                dir: dir.to_owned(),
+            })
+        } else {
+            Err(ClusterError::BadPgBin(dir.to_owned()))
+        }
     }
 
     /// [`find`](Self::find) with the search path and the versions folder given.
@@ -386,8 +407,9 @@ impl Cluster {
         self.bin.program(name)
     }
 
-    /// A command for a program of the same installation, running as the cluster's owner (the
-    /// `postgres` user when this process is root), with standard input closed.
+    /// A command for a program of the same installation (an absolute path runs that program
+    /// instead), running as the cluster's owner (the `postgres` user when this process is
+    /// root), with standard input closed.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin.program(program));
         command.stdin(Stdio::null());
@@ -417,6 +439,92 @@ impl Cluster {
     /// Starts the server again after [`stop`](Self::stop), on the same port.
     pub fn start(&self) -> Result<(), ClusterError> {
         self.pg_ctl(&["start", "-w", "-t", PG_CTL_TIMEOUT_SECS])
+    }
+
+    /// Appends lines to `postgresql.conf` (later lines win over earlier ones). They take effect
+    /// at the next [`start`](Self::start), or reload for settings that allow it.
+    pub fn append_settings(&self, lines: &str) -> Result<(), ClusterError> {
+        let conf = self.data.join("postgresql.conf");
+        let base =
+            fs::read_to_string(&conf).map_err(io_error(format!("read {}", conf.display())))?;
+        fs::write(&conf, format!("{base}\n{lines}\n"))
+            .map_err(io_error(format!("write {}", conf.display())))
+    }
+
+    /// Makes a streaming standby of this cluster, the way one is made without
+    /// `pg_basebackup`: this cluster must be stopped cleanly ([`stop`](Self::stop)) when it is
+    /// called; its data folder is copied into a new temporary folder with `standby.signal`, a
+    /// new port and socket, `primary_conninfo` pointing at this cluster's socket, and
+    /// `settings` (e.g. `primary_slot_name`, `hot_standby_feedback`). The standby is started;
+    /// start this cluster again for it to stream. Like any [`Cluster`], it is removed on drop.
+    pub fn copy_as_standby(&self, settings: &str) -> Result<Cluster, ClusterError> {
+        let root = make_temp_folder("strapi-io-standby-")?;
+        let mut standby = Cluster {
+            data: root.join("data"),
+            socket_dir: root.join("socket"),
+            log: root.join("postgres.log"),
+            root,
+            port: 0,
+            bin: self.bin.clone(),
+            run_as: self.run_as,
+            watchdog: Mutex::new(None),
+            kept: false,
+        };
+        fs::create_dir(&standby.socket_dir)
+            .map_err(io_error(format!("create {}", standby.socket_dir.display())))?;
+        let mut copy = Command::new("cp");
+        copy.arg("-a").arg(&self.data).arg(&standby.data);
+        let output = copy
+            .output()
+            .map_err(io_error(format!("copy {}", self.data.display())))?;
+        if !output.status.success() {
+            return Err(ClusterError::Program {
+                program: "cp -a".to_owned(),
+                output: printed(&output),
+            });
+        }
+        let _ = fs::remove_file(standby.data.join("postmaster.pid"));
+        write_file(&standby.data.join("standby.signal"), "", 0o600)?;
+        standby.chown_all(&standby.root)?;
+        standby.start_watchdog()?;
+        let conninfo = format!(
+            "host={} port={} user={SUPERUSER} dbname=postgres application_name=standby",
+            self.socket_dir.display(),
+            self.port
+        );
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            standby.port = free_port()?;
+            standby.append_settings(&format!(
+                "# standby of {primary}\n\
+                 port = {port}\n\
+                 unix_socket_directories = '{socket}'\n\
+                 primary_conninfo = '{conninfo}'\n\
+                 {settings}",
+                primary = self.root.display(),
+                port = standby.port,
+                socket = standby.socket_dir.display().to_string().replace('\'', "''"),
+                conninfo = conninfo.replace('\'', "''"),
+            ))?;
+            let output = standby.pg_ctl_output(&["start", "-w", "-t", PG_CTL_TIMEOUT_SECS])?;
+            if output.status.success() {
+                return Ok(standby);
+            }
+            let log = fs::read_to_string(&standby.log).unwrap_or_default();
+            if attempt < START_ATTEMPTS && log.contains("could not bind") {
+                continue;
+            }
+            return Err(ClusterError::NotStarted {
+                output: printed(&output),
+                log: standby.log_tail(),
+            });
+        }
+    }
+
+    /// Promotes a standby to a primary and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        self.pg_ctl(&["promote", "-w", "-t", PG_CTL_TIMEOUT_SECS])
     }
 
     /// Stops and starts the server.
@@ -534,8 +642,11 @@ impl Cluster {
             "host"
         };
         let method = options.tcp_auth.method();
+        // `replication` lines match physical replication only: a standby made with
+        // `copy_as_standby` streams over the Unix socket.
         let hba = format!(
             "local all all trust\n\
+             local replication all trust\n\
              {kind} all all 127.0.0.1/32 {method}\n\
              {kind} all all ::1/128 {method}\n"
         );
@@ -782,6 +893,19 @@ mod tests {
         let path = std::env::join_paths([root.join("empty"), root.join("custom")]).unwrap();
         let found = Binaries::find_in(Some(&path), &root.join("versions")).unwrap();
         assert_eq!(found.dir(), fs::canonicalize(root.join("custom")).unwrap());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_named_folder_must_hold_the_programs() {
+        let root = std::env::temp_dir().join(format!("cluster-dir-{}", rand::random::<u32>()));
+        fake_install(&root.join("bin"));
+        assert_eq!(
+            Binaries::in_dir(&root.join("bin")).unwrap().dir(),
+            root.join("bin")
+        );
+        let err = Binaries::in_dir(&root).unwrap_err();
+        assert!(err.to_string().contains("PG_BIN="), "{err}");
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -31,6 +31,8 @@ mod subscriptions;
 mod model5;
 // Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.
 mod access5;
+// Per PostgreSQL version and service: check facts, a managed-style role, failover, standbys.
+mod pgserver;
 // Limits: SQL session timeouts, publication DDL off the event path, the emit API's filter,
 // and that every tests/*.rs is compiled.
 mod limits;

@@ -562,6 +562,27 @@ async fn changes_arrive_decoded_with_their_values_and_types() {
     assert_eq!(relations.len(), 1);
     assert_eq!(relations[0].name, "items");
 
+    // PostgreSQL 13's pgoutput has no `messages` option: messages are decoded and dropped
+    // there, so the transaction carries the insert alone and the other message never comes.
+    if db.cluster().version_num() < 140_000 {
+        let tx = stream.transaction().await;
+        let [
+            Change::Row {
+                op: RowOp::Insert { new },
+                ..
+            },
+        ] = &tx.changes[..]
+        else {
+            panic!(
+                "expected the insert alone on PostgreSQL 13, got {:?}",
+                tx.changes
+            );
+        };
+        assert_eq!(texts(new)[..2], some(&["3", "third"])[..]);
+        stream.stop().await.expect("clean shutdown");
+        return;
+    }
+
     // A transactional message arrives inside its transaction, in place.
     let tx = stream.transaction().await;
     let [
@@ -1185,7 +1206,21 @@ async fn idle_stream_advances_the_slot_past_unpublished_changes() {
     )
     .await;
     assert!(stream.health.confirmed_lsn() > before);
-    assert!(stream.seen.try_recv().is_err(), "nothing was handed on");
+    if db.cluster().version_num() >= 150_000 {
+        assert!(stream.seen.try_recv().is_err(), "nothing was handed on");
+    } else {
+        // Before PostgreSQL 15 pgoutput sends a Begin/Commit pair for a transaction that
+        // touched only unpublished tables; no row may come with it.
+        while let Ok(seen) = stream.seen.try_recv() {
+            assert!(
+                matches!(
+                    seen,
+                    Seen::Change(Change::Begin { .. } | Change::Commit { .. })
+                ),
+                "only empty transactions were handed on, got {seen:?}"
+            );
+        }
+    }
 }
 
 /// Rough drain rate against `pg_recvlogical` on a second slot. Run with

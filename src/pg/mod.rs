@@ -325,12 +325,15 @@ pub(crate) fn hint_for_sqlstate(code: &str, message: &str, db: &DatabaseConfig) 
         "53300" => Some("raise max_connections or close idle sessions".to_owned()),
         // cannot_connect_now: starting up, shutting down, in recovery
         "57P03" => Some("PostgreSQL is starting or stopping; try again shortly".to_owned()),
-        // insufficient_privilege while starting a walsender
-        "42501" if message.contains("replication") => Some(format!(
-            "grant it with `ALTER ROLE \"{}\" WITH REPLICATION` (as a superuser; on managed \
+        // insufficient_privilege while starting a walsender ("permission denied to start WAL
+        // sender" from PostgreSQL 16)
+        "42501" if message.contains("replication") || message.contains("WAL sender") => {
+            Some(format!(
+                "grant it with `ALTER ROLE \"{}\" WITH REPLICATION` (as a superuser; on managed \
              services use the provider's replication role)",
-            user.replace('"', "\"\"")
-        )),
+                user.replace('"', "\"\"")
+            ))
+        }
         _ => None,
     }
 }

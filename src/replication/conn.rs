@@ -13,7 +13,7 @@ use postgres_protocol::message::backend::{ErrorResponseBody, Message, NoticeResp
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
 use super::copy_both::{Frame, next_frame};
@@ -83,23 +83,85 @@ impl Conn {
         }
     }
 
+    /// Tries each configured host in turn, as libpq does: the first that accepts the login
+    /// and, with `target_session_attrs`, has the wanted kind of session (`read-write`: not a
+    /// standby) wins. The connection names the host it reached.
     async fn connect_inner(
         db: &DatabaseConfig,
         tls: &TlsPolicy,
         target: &str,
     ) -> Result<Conn, ReplicationError> {
-        let (io, is_tls) = open_stream(db, tls, target).await?;
-        let mut conn = Conn {
-            io,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
-            write_buf: BytesMut::with_capacity(256),
-            target: target.to_owned(),
-            parameters: HashMap::new(),
-            backend_pid: 0,
-            tls: is_tls,
+        let mut last_error = None;
+        let mut fatal = None;
+        for (host, port) in candidates(db) {
+            let host_target = host_target(db, &host, port);
+            let attempt = async {
+                let (io, is_tls) = open_stream(db, tls, &host, port, &host_target).await?;
+                let mut conn = Conn {
+                    io,
+                    read_buf: BytesMut::with_capacity(READ_CHUNK),
+                    write_buf: BytesMut::with_capacity(256),
+                    target: host_target.clone(),
+                    parameters: HashMap::new(),
+                    backend_pid: 0,
+                    tls: is_tls,
+                };
+                conn.startup(db).await?;
+                conn.check_session_attrs(db.pg.get_target_session_attrs())
+                    .await?;
+                Ok::<Conn, ReplicationError>(conn)
+            }
+            .await;
+            // Any failure moves on to the next host, as libpq does: a standby that has not
+            // yet replayed the database's creation refuses what the primary accepts.
+            match attempt {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!(host = %host_target, error = %e, "host not usable; trying the next");
+                    if !e.is_retryable() && fatal.is_none() {
+                        fatal = Some(e);
+                    } else {
+                        last_error = Some(e);
+                    }
+                }
+            }
+        }
+        // A configuration problem (wrong password, missing database) says more than a host
+        // that was down.
+        Err(fatal
+            .or(last_error)
+            .unwrap_or_else(|| ReplicationError::Connect {
+                target: target.to_owned(),
+                message: "no host configured".to_owned(),
+            }))
+    }
+
+    /// `target_session_attrs`: `read-write` refuses a read-only session (a standby, also
+    /// one in the middle of being promoted), `read-only` a writable one, as libpq does.
+    async fn check_session_attrs(
+        &mut self,
+        wanted: TargetSessionAttrs,
+    ) -> Result<(), ReplicationError> {
+        let want_read_only = match wanted {
+            TargetSessionAttrs::ReadWrite => false,
+            TargetSessionAttrs::ReadOnly => true,
+            _ => return Ok(()),
         };
-        conn.startup(db).await?;
-        Ok(conn)
+        let rows = self.simple_query("SHOW transaction_read_only").await?;
+        let read_only = rows.first().and_then(|r| r.get("transaction_read_only")) == Some("on");
+        if read_only == want_read_only {
+            return Ok(());
+        }
+        let message = if read_only {
+            "the server is read-only (a standby, or not yet promoted) and target_session_attrs \
+             asks for read-write"
+        } else {
+            "the server accepts writes and target_session_attrs asks for read-only"
+        };
+        Err(ReplicationError::Connect {
+            target: self.target.clone(),
+            message: message.to_owned(),
+        })
     }
 
     async fn startup(&mut self, db: &DatabaseConfig) -> Result<(), ReplicationError> {
@@ -386,62 +448,76 @@ impl Conn {
     }
 }
 
+/// The hosts to try with their ports, in order (a single port applies to every host).
+fn candidates(db: &DatabaseConfig) -> Vec<(Host, u16)> {
+    let hosts = db.pg.get_hosts();
+    let ports = db.pg.get_ports();
+    if hosts.is_empty() {
+        return vec![(
+            Host::Tcp("localhost".to_owned()),
+            ports.first().copied().unwrap_or(5432),
+        )];
+    }
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            (host.clone(), port)
+        })
+        .collect()
+}
+
+/// `user@host:port/dbname` for one host of the URL (never the password).
+fn host_target(db: &DatabaseConfig, host: &Host, port: u16) -> String {
+    let host = match host {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(p) => p.display().to_string(),
+    };
+    format!(
+        "{}@{host}:{port}/{}",
+        db.pg.get_user().unwrap_or(""),
+        db.pg.get_dbname().unwrap_or("")
+    )
+}
+
 async fn open_stream(
     db: &DatabaseConfig,
     tls: &TlsPolicy,
+    host: &Host,
+    port: u16,
     target: &str,
 ) -> Result<(Box<dyn Io>, bool), ReplicationError> {
-    let hosts = db.pg.get_hosts();
-    let ports = db.pg.get_ports();
-    let default_hosts = [Host::Tcp("localhost".to_owned())];
-    let hosts = if hosts.is_empty() {
-        &default_hosts[..]
-    } else {
-        hosts
-    };
-    let mut last_error = None;
-    for (i, host) in hosts.iter().enumerate() {
-        let port = ports
-            .get(i)
-            .or_else(|| ports.first())
-            .copied()
-            .unwrap_or(5432);
-        let attempt: Result<(Box<dyn Io>, bool), ReplicationError> = match host {
-            Host::Unix(dir) => {
-                let path = dir.join(format!(".s.PGSQL.{port}"));
-                match UnixStream::connect(&path).await {
-                    Ok(s) => Ok((Box::new(s), false)),
-                    Err(e) => Err(connect_error(&e, db, target)),
+    match host {
+        Host::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            match UnixStream::connect(&path).await {
+                Ok(s) => Ok((Box::new(s), false)),
+                Err(e) => Err(connect_error(&e, db, target)),
+            }
+        }
+        Host::Tcp(name) => match TcpStream::connect((name.as_str(), port)).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                match tls.negotiate(s, name).await {
+                    Ok(stream) => {
+                        let is_tls = stream.is_tls();
+                        Ok((Box::new(stream) as Box<dyn Io>, is_tls))
+                    }
+                    Err(pg::tls::NegotiateError::Io(e)) => Err(connect_error(&e, db, target)),
+                    Err(pg::tls::NegotiateError::Tls(source)) => Err(ReplicationError::Tls {
+                        target: target.to_owned(),
+                        source,
+                    }),
                 }
             }
-            Host::Tcp(name) => match TcpStream::connect((name.as_str(), port)).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    match tls.negotiate(s, name).await {
-                        Ok(stream) => {
-                            let is_tls = stream.is_tls();
-                            Ok((Box::new(stream) as Box<dyn Io>, is_tls))
-                        }
-                        Err(pg::tls::NegotiateError::Io(e)) => Err(connect_error(&e, db, target)),
-                        Err(pg::tls::NegotiateError::Tls(source)) => Err(ReplicationError::Tls {
-                            target: target.to_owned(),
-                            source,
-                        }),
-                    }
-                }
-                Err(e) => Err(connect_error(&e, db, target)),
-            },
-        };
-        match attempt {
-            Ok(stream) => return Ok(stream),
-            Err(e) if !e.is_retryable() => return Err(e),
-            Err(e) => last_error = Some(e),
-        }
+            Err(e) => Err(connect_error(&e, db, target)),
+        },
     }
-    Err(last_error.unwrap_or_else(|| ReplicationError::Connect {
-        target: target.to_owned(),
-        message: "no host configured".to_owned(),
-    }))
 }
 
 fn connect_error(err: &io::Error, db: &DatabaseConfig, target: &str) -> ReplicationError {
@@ -519,6 +595,19 @@ pub(super) fn classify(e: ServerError, db: &DatabaseConfig) -> ReplicationError 
         "55000" if e.message.contains("wal_level") => ReplicationError::WalLevel {
             actual: "below logical".to_owned(),
         },
+        // START_REPLICATION on an invalidated slot: "can no longer get changes from
+        // replication slot" (17+), "cannot read from logical replication slot" (13–16).
+        "55000"
+            if e.message
+                .contains("can no longer get changes from replication slot")
+                || e.message
+                    .contains("cannot read from logical replication slot") =>
+        {
+            ReplicationError::SlotInvalidated {
+                slot: db.slot.clone(),
+                reason: e.detail.clone().unwrap_or(e.message),
+            }
+        }
         "42704" if e.message.contains("publication") => ReplicationError::PublicationMissing {
             publication: db.publication.clone(),
             database: db.pg.get_dbname().unwrap_or_default().to_owned(),
@@ -575,6 +664,67 @@ mod tests {
         assert!(!publication.is_retryable());
         let other = classify(err("57P01", "terminating connection"), &db());
         assert!(other.is_retryable());
+    }
+
+    #[test]
+    fn every_host_is_tried_in_order_and_named_on_its_own() {
+        let db = DatabaseConfig::from_url(
+            "postgres://bridge:pw@db1:5433,db2/strapi?target_session_attrs=read-write",
+            "test",
+        )
+        .unwrap();
+        let hosts = candidates(&db);
+        assert_eq!(hosts.len(), 2);
+        let targets: Vec<String> = hosts.iter().map(|(h, p)| host_target(&db, h, *p)).collect();
+        assert_eq!(
+            targets,
+            ["bridge@db1:5433/strapi", "bridge@db2:5432/strapi"]
+        );
+        assert_eq!(
+            db.pg.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        let single = DatabaseConfig::from_url("postgres://bridge@db1/strapi", "test").unwrap();
+        assert_eq!(
+            candidates(&single)
+                .iter()
+                .map(|(h, p)| host_target(&single, h, *p))
+                .collect::<Vec<_>>(),
+            ["bridge@db1:5432/strapi"]
+        );
+    }
+
+    #[test]
+    fn an_invalidated_slot_is_fatal() {
+        let e = classify(
+            ServerError {
+                detail: Some(
+                    "This slot has been invalidated because it exceeded the maximum reserved size."
+                        .into(),
+                ),
+                ..err(
+                    "55000",
+                    "cannot read from logical replication slot \"strapi_io\"",
+                )
+            },
+            &db(),
+        );
+        assert!(
+            matches!(e, ReplicationError::SlotInvalidated { .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
+        let e = classify(
+            err(
+                "55000",
+                "can no longer get changes from replication slot \"strapi_io\"",
+            ),
+            &db(),
+        );
+        assert!(
+            matches!(e, ReplicationError::SlotInvalidated { .. }),
+            "{e:?}"
+        );
     }
 
     #[test]

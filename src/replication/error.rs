@@ -142,6 +142,23 @@ pub enum ReplicationError {
         /// The walsender holding it, when the server said.
         pid: Option<i32>,
     },
+    /// The slot was invalidated: PostgreSQL removed WAL it needed (it fell behind
+    /// `max_slot_wal_keep_size`) or, on a standby, catalog rows it needed. The changes in
+    /// between are gone; only a person can decide to start over. Fatal.
+    #[error(
+        "replication slot {slot:?} is invalidated ({reason}): PostgreSQL no longer has the \
+         changes since the bridge last confirmed, so it cannot continue without a gap. To start \
+         again from now, drop the slot (SELECT pg_drop_replication_slot('{slot}')) and restart \
+         the bridge; clients miss the changes in between and should reload. To avoid it, keep \
+         the bridge running or raise max_slot_wal_keep_size"
+    )]
+    SlotInvalidated {
+        /// The slot.
+        slot: String,
+        /// `invalidation_reason` (`wal_removed`, `rows_removed`, `wal_level_insufficient`,
+        /// `idle_timeout`), or the server's message.
+        reason: String,
+    },
     /// Any other server error. Retryable.
     #[error("PostgreSQL reported {0}")]
     Server(ServerError),
@@ -184,7 +201,8 @@ impl ReplicationError {
             | ReplicationError::WalLevel { .. }
             | ReplicationError::SlotPlugin { .. }
             | ReplicationError::SlotDatabase { .. }
-            | ReplicationError::PublicationMissing { .. } => false,
+            | ReplicationError::PublicationMissing { .. }
+            | ReplicationError::SlotInvalidated { .. } => false,
         }
     }
 }

@@ -145,6 +145,7 @@ pub async fn run(
         system_id: None,
         catch_up_to: None,
         pings: PingRun::default(),
+        timeline: None,
     };
     let mut backoff = Backoff::default();
     loop {
@@ -220,6 +221,8 @@ struct Runner {
     /// Keepalives asking for a reply, back to back at the same position: how a walsender
     /// waits, while the server shuts down, for everything it sent to be confirmed.
     pings: PingRun,
+    /// The timeline of the last session's server: it moves when a standby is promoted.
+    timeline: Option<String>,
 }
 
 /// A run of reply-requesting keepalives at one position, each right after the last.
@@ -311,7 +314,19 @@ impl Runner {
         if found.created {
             tracing::info!(slot = %db.slot, at = %found.confirmed_flush,
                 "created the replication slot");
+        } else {
+            slot::check_slot_state(&mut conn, db, version)
+                .await
+                .map_err(reclassify)?;
         }
+        note_failover(
+            &mut self.timeline,
+            &conn,
+            &system,
+            found.created,
+            &db.slot,
+            self.feedback.last_confirmed(),
+        );
         conn.start_copy_both(&slot::start_replication_command(
             &db.slot,
             &db.publication,
@@ -645,5 +660,45 @@ impl Runner {
                 target: self.db.display_target(),
                 reason: "the server did not end the stream after CopyDone".to_owned(),
             })?
+    }
+}
+
+/// Reports a failover seen at reconnect: the server's timeline moved (a standby was
+/// promoted), and whether the slot came along. A slot created again after an earlier
+/// session had one is an error: what was committed between the last confirmed position and
+/// the new slot's start is not sent (the pipeline handles that discontinuity).
+fn note_failover(
+    timeline: &mut Option<String>,
+    conn: &Conn,
+    system: &slot::System,
+    created: bool,
+    slot: &str,
+    last_confirmed: Lsn,
+) {
+    let previous = timeline.replace(system.timeline.clone());
+    let Some(previous) = previous else {
+        return;
+    };
+    if created {
+        tracing::error!(
+            host = %conn.target,
+            slot = %slot,
+            last_confirmed = %last_confirmed,
+            timeline_before = %previous,
+            timeline_now = %system.timeline,
+            "the replication slot was missing on this server, so it was created again: \
+             after a failover the new primary has the slot only on PostgreSQL 17+ with \
+             failover slots synchronised to the standby (sync_replication_slots); changes \
+             committed since the last confirmed position are not sent"
+        );
+    } else if previous != system.timeline {
+        tracing::warn!(
+            host = %conn.target,
+            slot = %slot,
+            timeline_before = %previous,
+            timeline_now = %system.timeline,
+            "the server is on a new timeline (a standby was promoted); the replication slot \
+             was carried over, streaming continues from its confirmed position"
+        );
     }
 }

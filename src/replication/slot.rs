@@ -34,6 +34,8 @@ pub(super) struct Slot {
 pub(super) const PG14: u32 = 140_000;
 /// PostgreSQL 15: the parenthesised `CREATE_REPLICATION_SLOT` options appeared.
 pub(super) const PG15: u32 = 150_000;
+/// PostgreSQL 17: failover slots (`FAILOVER`, `ALTER_REPLICATION_SLOT`, `invalidation_reason`).
+pub(super) const PG17: u32 = 170_000;
 
 fn missing(what: &str) -> ReplicationError {
     ReplicationError::Protocol(format!("{what} missing from the server's answer"))
@@ -143,8 +145,13 @@ pub(super) async fn ensure_slot(
             created: false,
         });
     }
+    let in_recovery = in_recovery(conn).await?;
     let rows = conn
-        .simple_query(&create_slot_command(&db.slot, server_version))
+        .simple_query(&create_slot_command(
+            &db.slot,
+            server_version,
+            server_version >= PG17 && !in_recovery,
+        ))
         .await
         .map_err(|e| match e {
             ReplicationError::Server(e) => classify(e, db),
@@ -165,13 +172,92 @@ pub(super) async fn ensure_slot(
 }
 
 /// `CREATE_REPLICATION_SLOT` without a snapshot: the bridge streams changes from now on and
-/// never copies existing rows.
-pub(super) fn create_slot_command(slot: &str, server_version: u32) -> String {
+/// never copies existing rows. With `failover` (PostgreSQL 17+, on a primary) standbys with
+/// `sync_replication_slots = on` carry the slot, so it survives a failover.
+pub(super) fn create_slot_command(slot: &str, server_version: u32, failover: bool) -> String {
     let slot = quote_ident(slot);
-    if server_version >= PG15 {
+    if server_version >= PG17 && failover {
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER)")
+    } else if server_version >= PG15 {
         format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'nothing')")
     } else {
         format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput NOEXPORT_SNAPSHOT")
+    }
+}
+
+/// Whether the server is a standby (in recovery): slots there are decoded but cannot fail over.
+pub(super) async fn in_recovery(conn: &mut Conn) -> Result<bool, ReplicationError> {
+    let rows = conn
+        .simple_query("SELECT pg_catalog.pg_is_in_recovery() AS in_recovery")
+        .await?;
+    Ok(rows.first().and_then(|r| r.get("in_recovery")) == Some("t"))
+}
+
+/// The state of an existing slot that decides whether streaming from it can work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SlotState {
+    /// `wal_status` (13+): `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// `invalidation_reason` (17+): why PostgreSQL gave up on the slot.
+    pub invalidation_reason: Option<String>,
+    /// `failover` (17+).
+    pub failover: Option<bool>,
+}
+
+/// Refuses an invalidated slot with what to do, and on PostgreSQL 17+ primaries turns failover
+/// on for a slot created without it (by an older bridge or by hand). Run after the slot is
+/// known to exist.
+pub(super) async fn check_slot_state(
+    conn: &mut Conn,
+    db: &DatabaseConfig,
+    server_version: u32,
+) -> Result<(), ReplicationError> {
+    if server_version < 130_000 {
+        return Ok(());
+    }
+    let columns = if server_version >= PG17 {
+        "wal_status, invalidation_reason, failover::text AS failover"
+    } else {
+        "wal_status, NULL AS invalidation_reason, NULL AS failover"
+    };
+    let sql = format!(
+        "SELECT {columns} FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+        quote_literal(&db.slot)
+    );
+    let Some(row) = conn.simple_query(&sql).await?.into_iter().next() else {
+        return Ok(());
+    };
+    let state = SlotState {
+        wal_status: row.get("wal_status").map(str::to_owned),
+        invalidation_reason: row.get("invalidation_reason").map(str::to_owned),
+        failover: row.get("failover").map(|v| v == "true"),
+    };
+    if let Some(reason) = invalidated(&state) {
+        return Err(ReplicationError::SlotInvalidated {
+            slot: db.slot.clone(),
+            reason,
+        });
+    }
+    if state.failover == Some(false) && !in_recovery(conn).await? {
+        conn.simple_query(&format!(
+            "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+            quote_ident(&db.slot)
+        ))
+        .await?;
+        tracing::info!(slot = %db.slot, "turned failover on for the replication slot");
+    }
+    Ok(())
+}
+
+/// Why the slot can no longer be streamed from, if it cannot.
+pub(super) fn invalidated(state: &SlotState) -> Option<String> {
+    match (
+        state.invalidation_reason.as_deref(),
+        state.wal_status.as_deref(),
+    ) {
+        (Some(reason), _) => Some(reason.to_owned()),
+        (None, Some("lost")) => Some("wal_removed".to_owned()),
+        _ => None,
     }
 }
 
@@ -227,12 +313,40 @@ mod tests {
     #[test]
     fn slot_creation_syntax_follows_the_server_version() {
         assert_eq!(
-            create_slot_command("s", 150_000),
+            create_slot_command("s", 150_000, true),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing')"
         );
         assert_eq!(
-            create_slot_command("s", 140_010),
+            create_slot_command("s", 140_010, true),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_command("s", 170_000, true),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER)"
+        );
+        // A standby cannot create a failover slot.
+        assert_eq!(
+            create_slot_command("s", 180_001, false),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing')"
+        );
+    }
+
+    #[test]
+    fn a_lost_or_invalidated_slot_is_recognised() {
+        let state = |wal: Option<&str>, reason: Option<&str>| SlotState {
+            wal_status: wal.map(str::to_owned),
+            invalidation_reason: reason.map(str::to_owned),
+            failover: None,
+        };
+        assert_eq!(invalidated(&state(Some("reserved"), None)), None);
+        assert_eq!(invalidated(&state(Some("unreserved"), None)), None);
+        assert_eq!(
+            invalidated(&state(Some("lost"), None)).as_deref(),
+            Some("wal_removed")
+        );
+        assert_eq!(
+            invalidated(&state(Some("lost"), Some("rows_removed"))).as_deref(),
+            Some("rows_removed")
         );
     }
 }

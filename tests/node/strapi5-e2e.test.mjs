@@ -189,8 +189,16 @@ class Client {
 async function expectEvent(client, event, payload, after) {
   const got = await client.next(`${event} after ${after}`);
   assert.equal(got.event, event, `${client.name} after ${after}: expected event ${event}, got ${got.event} ${JSON.stringify(got.args)}`);
-  assert.equal(got.args.length, 1, `${client.name} ${event} after ${after}: expected one argument, got ${got.args.length}`);
+  // The payload, then the event's offset (the commit LSN and the position in its
+  // transaction), which grows from one event to the next.
+  assert.equal(got.args.length, 2, `${client.name} ${event} after ${after}: expected the payload and an offset, got ${got.args.length} arguments`);
   assert.deepStrictEqual(got.args[0], payload, `${client.name} ${event} after ${after}: payload differs from the REST response`);
+  const offset = got.args[1];
+  assert.match(String(offset), /^[0-9A-F]{16}-[0-9A-F]{8}$/, `${client.name} ${event} after ${after}: not an offset: ${JSON.stringify(offset)}`);
+  if (client.lastOffset !== undefined) {
+    assert.ok(offset > client.lastOffset, `${client.name} ${event} after ${after}: offset ${offset} does not follow ${client.lastOffset}`);
+  }
+  client.lastOffset = offset;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -108,17 +108,7 @@ impl<'a> StrapiDb<'a> {
     /// A bridge configuration for this database: `extra_toml` is a config.toml fragment; the
     /// database, slot and publication are this database's, the secrets the fixture's.
     pub fn config(&self, extra_toml: &str) -> Config {
-        let file = RawConfig::parse(extra_toml, Path::new("test.toml")).expect("test config");
-        let mut env = std::collections::HashMap::new();
-        env.insert("JWT_SECRET".to_owned(), self.secrets.0.to_owned());
-        env.insert("API_TOKEN_SALT".to_owned(), self.secrets.1.to_owned());
-        let mut cfg = Config::resolve(&Sources {
-            env: EnvVars::new(env, "the test"),
-            file,
-            file_path: "test.toml".into(),
-            ..Sources::default()
-        })
-        .expect("test config resolves");
+        let mut cfg = config_with_secrets(extra_toml, self.secrets);
         cfg.database = self.db.config();
         cfg
     }
@@ -132,6 +122,27 @@ impl<'a> StrapiDb<'a> {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+}
+
+/// A bridge configuration from a config.toml fragment with the fixture's secrets; its database
+/// is the default one (callers set `database`).
+pub fn config_with(extra_toml: &str) -> Config {
+    config_with_secrets(extra_toml, (JWT_SECRET, API_TOKEN_SALT))
+}
+
+/// [`config_with`], with the given `JWT_SECRET` and `API_TOKEN_SALT`.
+pub fn config_with_secrets(extra_toml: &str, secrets: (&str, &str)) -> Config {
+    let file = RawConfig::parse(extra_toml, Path::new("test.toml")).expect("test config");
+    let mut env = std::collections::HashMap::new();
+    env.insert("JWT_SECRET".to_owned(), secrets.0.to_owned());
+    env.insert("API_TOKEN_SALT".to_owned(), secrets.1.to_owned());
+    Config::resolve(&Sources {
+        env: EnvVars::new(env, "the test"),
+        file,
+        file_path: "test.toml".into(),
+        ..Sources::default()
+    })
+    .expect("test config resolves")
 }
 
 /// A running bridge.

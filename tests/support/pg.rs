@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use strapi_io_bridge::cluster::{Cluster, ClusterOptions as LibOptions, TcpAuth, TlsFiles};
+use strapi_io_bridge::cluster::{
+    Binaries, Cluster, ClusterOptions as LibOptions, DEBIAN_VERSIONS_ROOT, TcpAuth, TlsFiles,
+};
 use strapi_io_bridge::config::DatabaseConfig;
 
 /// The superuser's name in every test cluster.
@@ -157,7 +159,7 @@ impl TempCluster {
 
     /// [`psql`](Self::psql) that returns the error instead of panicking.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let mut command: Command = self.cluster.command("psql");
+        let mut command: Command = self.cluster.command(&psql_program(self.cluster.binaries()));
         command
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
@@ -194,6 +196,51 @@ impl TempCluster {
         client
     }
 
+    /// The server's `server_version_num` (`170004` for 17.4): tests of features that appeared
+    /// in a given major version check it and say when they skip.
+    pub fn version_num(&self) -> u32 {
+        let text = self.psql("postgres", "SHOW server_version_num");
+        text.parse()
+            .unwrap_or_else(|_| panic!("server_version_num is not a number: {text:?}"))
+    }
+
+    /// The major version (`17`).
+    pub fn major(&self) -> u32 {
+        self.version_num() / 10_000
+    }
+
+    /// Appends lines to `postgresql.conf` and restarts PostgreSQL so they take effect.
+    pub fn configure(&self, lines: &str) {
+        self.cluster
+            .append_settings(lines)
+            .unwrap_or_else(|e| panic!("configuring the test cluster: {e}"));
+        self.restart();
+    }
+
+    /// A streaming standby of this cluster with `settings` (this cluster is stopped for the
+    /// copy and started again). Panics with PostgreSQL's output when that fails.
+    pub fn standby(&self, settings: &str) -> TempCluster {
+        self.stop();
+        let standby = self.cluster.copy_as_standby(settings);
+        self.start();
+        TempCluster {
+            cluster: standby.unwrap_or_else(|e| panic!("cannot start a standby: {e}")),
+            ca_pem: None,
+        }
+    }
+
+    /// Promotes this standby and waits until it accepts writes.
+    pub fn promote(&self) {
+        self.cluster
+            .promote()
+            .unwrap_or_else(|e| panic!("promoting the standby: {e}"));
+    }
+
+    /// The server log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.cluster.log_file()).unwrap_or_default()
+    }
+
     /// Stops PostgreSQL (fast shutdown: sessions are ended, walsenders finish sending).
     pub fn stop(&self) {
         self.cluster
@@ -212,6 +259,31 @@ impl TempCluster {
     pub fn restart(&self) {
         self.stop();
         self.start();
+    }
+}
+
+/// The `psql` to run: the cluster's installation's, else (server-only installations such as the
+/// npm packages of the version matrix) the newest under /usr/lib/postgresql, else `psql` on
+/// `PATH`. psql speaks to servers of other major versions for the plain SQL tests send.
+fn psql_program(bin: &Binaries) -> String {
+    let own = bin.program("psql");
+    if own.is_file() {
+        return own.display().to_string();
+    }
+    let mut installed: Vec<(u32, PathBuf)> = fs::read_dir(DEBIAN_VERSIONS_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let psql = e.path().join("bin").join("psql");
+            psql.is_file().then_some((major, psql))
+        })
+        .collect();
+    installed.sort();
+    match installed.pop() {
+        Some((_, psql)) => psql.display().to_string(),
+        None => "psql".to_owned(),
     }
 }
 
@@ -328,6 +400,17 @@ impl<'a> TestDb<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(name.to_owned());
+    }
+}
+
+impl TestDb<'_> {
+    /// Drops `role` with the database (for roles created by other means than
+    /// [`create_role`](Self::create_role)).
+    pub fn drop_role_later(&self, role: &str) {
+        self.roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(role.to_owned());
     }
 }
 
