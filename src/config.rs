@@ -78,6 +78,13 @@ pub const DATA_ACTIONS: [&str; 6] = [
     "createOrUpdate",
 ];
 
+/// The read actions a content type's `content_types` entry may list: events of GET requests
+/// through the reverse proxy (`[proxy]`).
+pub const READ_ACTIONS: [&str; 2] = ["find", "findOne"];
+
+/// Strapi's REST prefix (`api.rest.prefix` in Strapi's `config/api.js`).
+pub const DEFAULT_PROXY_API_PREFIX: &str = "/api";
+
 /// A configuration problem, said so that the reader knows what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -183,6 +190,9 @@ pub struct RawConfig {
     /// `[strapi]`
     #[serde(default)]
     pub strapi: RawStrapi,
+    /// `[proxy]`
+    #[serde(default)]
+    pub proxy: RawProxy,
     /// `[webhooks]`
     #[serde(default)]
     pub webhooks: RawWebhooks,
@@ -229,6 +239,16 @@ pub struct RawStrapi {
     pub private_attributes: Option<Vec<String>>,
 }
 
+/// `[proxy]`: the reverse proxy in front of Strapi.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Strapi's base URL (`http://127.0.0.1:1337`); the proxy is off without it.
+    pub upstream: Option<String>,
+    /// Strapi's REST prefix.
+    pub api_prefix: Option<String>,
+}
+
 /// `[database]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,6 +293,8 @@ pub struct RawIo {
     pub transports: Option<Vec<String>>,
     /// `[io.cors]`
     pub cors: Option<RawCors>,
+    /// Rooms clients may join and leave themselves (`join-room` / `leave-room`).
+    pub joinable_rooms: Option<Vec<String>>,
     /// Largest WebSocket message a client may send, in bytes.
     pub ws_max_message_bytes: Option<usize>,
     /// Largest WebSocket frame a client may send, in bytes.
@@ -788,6 +810,8 @@ pub struct IoConfig {
     pub transports: Vec<Transport>,
     /// CORS, when configured.
     pub cors: Option<CorsConfig>,
+    /// Rooms clients may join and leave themselves (`join-room` / `leave-room`).
+    pub joinable_rooms: Vec<String>,
 }
 
 /// Which roles receive a content type's events.
@@ -922,6 +946,8 @@ pub struct Config {
     pub allow_data_actions: bool,
     /// `[strapi]`
     pub strapi: StrapiConfig,
+    /// `[proxy]`; `None` when no upstream is configured (the proxy is off).
+    pub proxy: Option<ProxyConfig>,
     /// Size and rate limits of what clients send, webhook safeguards, `/metrics` access.
     pub limits: IoLimits,
 }
@@ -991,6 +1017,16 @@ pub struct StrapiConfig {
     pub api_js: ApiPrivateAttributes,
 }
 
+/// `[proxy]`: forward every other HTTP request to Strapi, and emit `find`/`findOne` events of
+/// successful REST reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Strapi's base URL, `http://host:port` (a path, if any, is prepended to forwarded paths).
+    pub upstream: String,
+    /// Strapi's REST prefix, `/api`.
+    pub api_prefix: String,
+}
+
 impl Config {
     /// Applies the precedence and validates. The first problem found is returned.
     pub fn resolve(src: &Sources) -> Result<Config, ConfigError> {
@@ -1018,6 +1054,7 @@ impl Config {
             admin_token,
             events,
             limits,
+            proxy: resolve_proxy(&src.file.proxy)?,
             delivery: resolve_delivery(&src.file.delivery)?,
             allow_data_actions: src.file.messages.allow_data_actions.unwrap_or(false),
             strapi: resolve_strapi(src)?,
@@ -1303,7 +1340,70 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
         max_event_bytes: usize::try_from(max_event_bytes).unwrap_or(usize::MAX),
         transports,
         cors,
+        joinable_rooms: resolve_joinable_rooms(raw.joinable_rooms.as_deref())?,
     })
+}
+
+fn resolve_joinable_rooms(raw: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
+    let rooms = raw.unwrap_or_default().to_vec();
+    if let Some(bad) = rooms
+        .iter()
+        .find(|r| r.is_empty() || r.starts_with("sub:") || r.starts_with("api-token:"))
+    {
+        return Err(ConfigError::invalid(
+            "io.joinable_rooms",
+            format!(
+                "{bad:?} cannot be joinable: room names must not be empty, and the prefixes \
+                 sub: and api-token: are the bridge's own"
+            ),
+        ));
+    }
+    Ok(rooms)
+}
+
+fn resolve_proxy(raw: &RawProxy) -> Result<Option<ProxyConfig>, ConfigError> {
+    let Some(upstream) = raw.upstream.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let Some(rest) = upstream.strip_prefix("http://") else {
+        return Err(ConfigError::invalid(
+            "proxy.upstream",
+            format!(
+                "{upstream:?} must be an http:// URL of Strapi, like \"http://127.0.0.1:1337\" \
+                 (the proxy forwards to Strapi on the same host or a private network; TLS is \
+                 for the proxy in front of the bridge)"
+            ),
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || rest.contains(['?', '#']) {
+        return Err(ConfigError::invalid(
+            "proxy.upstream",
+            format!(
+                "{upstream:?} must be http://host:port with an optional path, like \"http://127.0.0.1:1337\""
+            ),
+        ));
+    }
+    if upstream.parse::<axum::http::Uri>().is_err() {
+        return Err(ConfigError::invalid(
+            "proxy.upstream",
+            format!("{upstream:?} is not a valid URL"),
+        ));
+    }
+    let api_prefix = raw
+        .api_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PROXY_API_PREFIX.to_owned());
+    if !api_prefix.starts_with('/') || api_prefix.len() < 2 || api_prefix.ends_with('/') {
+        return Err(ConfigError::invalid(
+            "proxy.api_prefix",
+            format!("{api_prefix:?} must start with / and not end with one, like \"/api\""),
+        ));
+    }
+    Ok(Some(ProxyConfig {
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        api_prefix,
+    }))
 }
 
 fn resolve_limits(
@@ -1587,12 +1687,15 @@ fn resolve_content_types(src: &Sources) -> Result<ContentTypesConfig, ConfigErro
                     }
                     StringOrList::Many(list) => {
                         for a in list {
-                            if !DATA_ACTIONS.contains(&a.as_str()) {
+                            if !DATA_ACTIONS.contains(&a.as_str())
+                                && !READ_ACTIONS.contains(&a.as_str())
+                            {
                                 return Err(ConfigError::invalid(
                                     format!("content_types.{key}"),
                                     format!(
-                                        "unknown action {a:?}; known actions: {}",
-                                        DATA_ACTIONS.join(", ")
+                                        "unknown action {a:?}; known actions: {}, {}",
+                                        DATA_ACTIONS.join(", "),
+                                        READ_ACTIONS.join(", ")
                                     ),
                                 ));
                             }

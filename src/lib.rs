@@ -13,8 +13,11 @@
 //! - [`strapi`]: the catalog of content types, actions and REST-shaped payloads.
 //! - [`access`]: users, roles, permissions and tokens; who receives what.
 //! - [`delivery`]: offsets, the replay buffer and sockets behind the live stream.
-//! - [`io`]: the Socket.IO server, handshake and emit.
-//! - [`pipeline`]: wires the stages; [`startup`]: loading at one snapshot, the replay filter; [`config`], [`cli`], [`check`], [`tail`], [`demo`]
+//! - [`io`]: the Socket.IO server, handshake, emit and subscriptions.
+//! - [`proxy`]: the optional reverse proxy to Strapi and the `find`/`findOne` events of REST
+//!   reads through it.
+//! - [`pipeline`]: wires the stages; [`startup`]: loading at one snapshot, the replay filter;
+//!   [`config`], [`cli`], [`check`], [`tail`], [`demo`]
 //!   around them; [`cluster`]: throwaway PostgreSQL clusters for `demo` and the tests.
 
 pub mod access;
@@ -31,6 +34,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod proxy;
 pub mod replication;
 pub mod shutdown;
 pub mod startup;

@@ -63,11 +63,19 @@ pub const SOCKETS_REVOKED: &str = "strapi_io_sockets_revoked";
 /// Gauge: replication discontinuities since start (the slot had to be created again, or the
 /// server is another cluster): changes in between were never seen; state was reloaded.
 pub const REPLICATION_DISCONTINUITIES: &str = "strapi_io_replication_discontinuities";
+/// Gauge, label `content_type` (uid): subscriptions (`strapi-io:subscribe`,
+/// `subscribe-entity`) to the type or to one of its entries, over every socket.
+pub const SUBSCRIPTIONS: &str = "strapi_io_subscriptions";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EventLabels {
     content_type: String,
     action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabels {
+    content_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -105,6 +113,7 @@ struct Inner {
     socket_rechecks: Counter,
     sockets_revoked: Counter,
     discontinuities: Gauge,
+    subscriptions: Family<TypeLabels, Gauge>,
     replay: ReplayGauges,
     /// Serializes scrapes: the per-room family is cleared and refilled on each one.
     scrape: Mutex<()>,
@@ -226,6 +235,12 @@ impl Metrics {
             "Replication discontinuities since start (slot created again, or another cluster)",
             discontinuities.clone(),
         );
+        let subscriptions = Family::<TypeLabels, Gauge>::default();
+        registry.register(
+            SUBSCRIPTIONS,
+            "Subscriptions to a content type or one of its entries, by content type uid",
+            subscriptions.clone(),
+        );
         let replay = ReplayGauges::register(&mut registry);
         Metrics(Arc::new(Inner {
             registry,
@@ -247,8 +262,19 @@ impl Metrics {
             socket_rechecks,
             sockets_revoked,
             discontinuities,
+            subscriptions,
             scrape: Mutex::new(()),
         }))
+    }
+
+    /// Subscriptions to content type `uid` (and its entries) now number `count`.
+    pub fn set_subscriptions(&self, uid: &str, count: usize) {
+        self.0
+            .subscriptions
+            .get_or_create(&TypeLabels {
+                content_type: uid.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// One content-type event went out.

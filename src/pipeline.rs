@@ -33,6 +33,7 @@ use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::pg;
 use crate::pgoutput::{Change, Decoder};
+use crate::proxy::{Proxy, ReadEvents};
 use crate::replication::{self, Progress, Replicated};
 use crate::startup::{self, ReplayFilter};
 use crate::strapi::catalog::CORE_STORE_TABLE;
@@ -60,11 +61,26 @@ pub async fn run(
     // `/healthz` answers from the start.
     let access = Access::unloaded();
 
+    let (proxy, reads) = match &cfg.proxy {
+        Some(p) => {
+            let (proxy, reads) = Proxy::new(
+                p,
+                cfg.content_types.clone(),
+                cfg.io.max_event_bytes,
+                catalog.clone(),
+                access.handle(),
+            );
+            info!(upstream = %p.upstream, "proxying other HTTP requests to Strapi");
+            (Some(proxy), Some(reads))
+        }
+        None => (None, None),
+    };
     let (router, emitter) = io::build(
         IoOptions {
             io: cfg.io.clone(),
             events: cfg.events.clone(),
             admin_token: cfg.admin_token.clone(),
+            proxy,
             limits: cfg.limits.clone(),
             delivery: cfg.delivery,
             wal_emit: Some(io::WalEmit {
@@ -93,6 +109,9 @@ pub async fn run(
     }
 
     let expiries = tokio::spawn(emitter.clone().watch_expiries(server_stop.clone()));
+    if let Some(reads) = reads {
+        tokio::spawn(emit_reads(reads, emitter.clone()));
+    }
 
     let result = stream(&cfg, catalog, access, &emitter, &health, &shutdown).await;
 
@@ -103,6 +122,14 @@ pub async fn run(
     }
     let _ = expiries.await;
     result
+}
+
+/// Hands the proxy's read events to Socket.IO, apart from the replication stream (reads have
+/// no place in its order and nothing to confirm). Ends when the proxy is gone.
+async fn emit_reads(mut reads: ReadEvents, emitter: Emitter) {
+    while let Some(delivery) = reads.next().await {
+        emitter.send(Outgoing::Deliver(delivery));
+    }
 }
 
 /// Loads, then runs replication and processing until shutdown or a fatal error.
@@ -498,11 +525,14 @@ impl Processor {
                     return;
                 };
                 if let Some(delivery) = self.access.authorize(event) {
+                    let rooms = self
+                        .emitter
+                        .target_rooms(delivery.rooms, delivery.subject.as_ref());
                     let entry = self.entry(
                         offset,
                         delivery.event,
                         delivery.payload,
-                        Target::Rooms(delivery.rooms),
+                        Target::Rooms(rooms),
                         Some(rule),
                     );
                     self.emitter.publish(entry);
@@ -536,7 +566,7 @@ impl Processor {
     /// and only those the changes can affect.
     fn flush_access_change(&mut self) {
         let recheck = std::mem::take(&mut self.recheck);
-        if !recheck.is_empty() {
+        if !recheck.is_empty() || recheck.subscriptions {
             self.emitter.send(Outgoing::AccessChanged(recheck));
         }
     }

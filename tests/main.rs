@@ -25,6 +25,10 @@ mod first_run;
 mod access;
 // Access taken away at once: revoked, expiring and refreshed credentials; start-up and slot loss.
 mod revocation;
+// The reverse proxy to Strapi and the find/findOne events of reads through it.
+mod proxy;
+// Subscriptions: explicit mode, subscribe/unsubscribe acks, plugin 5.x names, revocation.
+mod subscriptions;
 // Strapi 5: recorded requests replayed, one event per document, REST-shaped payloads.
 mod model5;
 // Strapi 5 access: *_lnk tables, session JWTs, jwt_management modes.

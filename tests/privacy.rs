@@ -16,7 +16,7 @@ use tokio::process::Command;
 use crate::support::bridge::{
     API_TOKEN_SALT, Bridge, FIXTURE, FULL_ACCESS_TOKEN, JWT_SECRET, StrapiDb,
 };
-use crate::support::client::{Inbox, NodeClient, SioClient, marker};
+use crate::support::client::{Got, Inbox, NodeClient, SioClient, marker};
 use crate::support::pg::{TempCluster, TestDb};
 use crate::support::wait;
 
@@ -304,7 +304,20 @@ async fn a_custom_message_cannot_forge_a_data_event_unless_allowed() {
         db.sql(&emit_sql(body)).await;
     }
     marker(&db, 6).await;
-    let created = public.event("message:create").await;
+    // The slot's confirmed position trails by the replay window, so the restarted bridge may
+    // first replay the first run's custom action and marker to this client, which connected
+    // without an offset (at least once); nothing else may come before the forged create.
+    let created = loop {
+        match public.next().await {
+            Got::Event(name, mut args) if name == "message:create" && args.len() == 1 => {
+                break args.remove(0);
+            }
+            Got::Event(name, args)
+                if name == "message:someCustomAction" && args == [json!(1)]
+                    || name == "marker" && args == [json!(5)] => {}
+            other => panic!("expected message:create, got {other:?}"),
+        }
+    };
     assert_eq!(created["data"]["id"], 1, "{created}");
     public.event("message:update").await;
     public.marker(6).await;

@@ -64,7 +64,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::debug;
 
-use crate::strapi::{AccessChange, Action, Payload, RawEmit, StrapiEvent};
+use crate::strapi::{AccessChange, Action, ContentType, Payload, RawEmit, StrapiEvent};
 
 pub use load::AccessError;
 
@@ -73,6 +73,16 @@ use state::State;
 /// A Socket.IO room: a role's name (`Public`, `Authenticated`), an API token's room, or a
 /// socket id.
 pub type RoomName = String;
+
+/// The room of the sockets subscribed to every entry of content type `uid`: `sub:<uid>`.
+pub fn type_room(uid: &str) -> RoomName {
+    format!("sub:{uid}")
+}
+
+/// The room of the sockets subscribed to entry `id` of content type `uid`: `sub:<uid>:<id>`.
+pub fn entry_room(uid: &str, id: i64) -> RoomName {
+    format!("sub:{uid}:{id}")
+}
 
 /// Who a socket is, as established at its handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,6 +139,9 @@ pub struct Recheck {
     pub roles: BTreeSet<i64>,
     /// Sockets of these API tokens (`strapi_api_tokens.id`).
     pub tokens: BTreeSet<i64>,
+    /// Permissions changed: no socket changes rooms, but every socket's subscriptions are
+    /// checked again (a subscription needs read access to its type).
+    pub subscriptions: bool,
 }
 
 impl Recheck {
@@ -140,7 +153,7 @@ impl Recheck {
         }
     }
 
-    /// Whether no socket is affected.
+    /// Whether no socket's identity or rooms need checking ([`Recheck::subscriptions`] aside).
     pub fn is_empty(&self) -> bool {
         !self.all
             && !self.all_users
@@ -158,6 +171,7 @@ impl Recheck {
         self.users.extend(other.users);
         self.roles.extend(other.roles);
         self.tokens.extend(other.tokens);
+        self.subscriptions |= other.subscriptions;
     }
 
     /// Whether a socket with `principal` must be checked again. Public sockets never are:
@@ -192,6 +206,9 @@ pub enum AuthError {
     /// Roles and permissions are not loaded yet.
     #[error("Server is starting, try again")]
     NotReady,
+    /// `auth.subscribe` is neither `"explicit"` nor `"roles"`.
+    #[error("auth.subscribe must be \"explicit\" or left out")]
+    BadSubscribeMode,
 }
 
 /// One event, to the rooms allowed to read it.
@@ -203,6 +220,19 @@ pub struct Delivery {
     pub rooms: Arc<[RoomName]>,
     /// The payload, serialized once.
     pub payload: Payload,
+    /// The content type and entry the event is about, for the sockets subscribed to them
+    /// (`None`: only `rooms` receive it).
+    pub subject: Option<Subject>,
+}
+
+/// What an event is about: its subscribers (rooms [`type_room`] and [`entry_room`]) receive
+/// it as well.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// The content type.
+    pub content_type: Arc<ContentType>,
+    /// The entry, when the event is about one.
+    pub entry_id: Option<i64>,
 }
 
 /// What the access stage hands to the Socket.IO stage, in stream order.
@@ -411,6 +441,33 @@ impl AccessHandle {
         self.read().rooms_for(uid, action)
     }
 
+    /// Rooms allowed `action` on content type `uid` by the plugin's rule (the role holds
+    /// `uid.action` exactly; see [`PermissionMode::Action`]), whatever `permission_mode` says:
+    /// the rooms of `find`/`findOne` events of REST reads.
+    ///
+    /// [`PermissionMode::Action`]: crate::config::PermissionMode::Action
+    pub fn rooms_holding(&self, uid: &str, action: &Action) -> Arc<[RoomName]> {
+        self.read().rooms_holding(uid, action)
+    }
+
+    /// Whether a socket whose identity is in `rooms` may read content type `uid` under the
+    /// current permission mode: an entry (`entry`: `findOne` under the plugin's rule) or the
+    /// whole type (`find`). Read mode accepts either permission for both.
+    pub fn may_read(&self, rooms: &[RoomName], uid: &str, entry: bool) -> bool {
+        let action = Action::Custom(Arc::from(if entry { "findOne" } else { "find" }));
+        let allowed = self.rooms_for(uid, &action);
+        rooms.iter().any(|r| allowed.contains(r))
+    }
+
+    /// Whether any role or token may read content type `uid` (`find` or `findOne`).
+    fn anyone_reads(&self, uid: &str) -> bool {
+        ["find", "findOne"].into_iter().any(|a| {
+            !self
+                .rooms_for(uid, &Action::Custom(Arc::from(a)))
+                .is_empty()
+        })
+    }
+
     /// Whether roles and permissions have been loaded.
     pub fn is_loaded(&self) -> bool {
         self.read().is_loaded()
@@ -542,7 +599,9 @@ impl Access {
         let rooms = self
             .handle
             .rooms_for(&event.content_type.uid, &event.action);
-        if rooms.is_empty() {
+        // No role may receive it; subscribers may, where the mode lets a reader lack the
+        // event's own action (`permission_mode = "action"`).
+        if rooms.is_empty() && !self.handle.anyone_reads(&event.content_type.uid) {
             debug!(
                 uid = %event.content_type.uid,
                 action = %event.action,
@@ -554,6 +613,10 @@ impl Access {
             event: event.event_name(),
             rooms,
             payload: event.payload,
+            subject: Some(Subject {
+                content_type: event.content_type,
+                entry_id: event.entry_id,
+            }),
         })
     }
 }

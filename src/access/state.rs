@@ -303,11 +303,12 @@ impl State {
             AccessTable::Users => recheck.users.extend(applied.ids),
             AccessTable::UserRoleLinks => recheck.users.extend(applied.users),
             AccessTable::ApiTokens => recheck.tokens.extend(applied.ids),
-            // Permissions decide which rooms an event goes to, not who is in a room.
+            // Permissions decide which rooms an event goes to, not who is in a room; only
+            // subscriptions, which need read access, are checked again.
             AccessTable::Permissions
             | AccessTable::PermissionRoleLinks
             | AccessTable::ApiTokenPermissions
-            | AccessTable::ApiTokenPermissionLinks => {}
+            | AccessTable::ApiTokenPermissionLinks => recheck.subscriptions = true,
         }
         recheck
     }
@@ -325,7 +326,10 @@ impl State {
                 all_tokens: true,
                 ..Recheck::default()
             },
-            _ => Recheck::default(),
+            _ => Recheck {
+                subscriptions: true,
+                ..Recheck::default()
+            },
         }
     }
 
@@ -560,6 +564,13 @@ impl State {
         rooms
     }
 
+    /// The rooms allowed `action` on `uid` by the plugin's rule, whatever the permission
+    /// mode (not cached: for events of REST reads, which need the exact action).
+    pub fn rooms_holding(&self, uid: &str, action: &Action) -> Arc<[RoomName]> {
+        self.compute_rooms_in(PermissionMode::Action, uid, action, self.now())
+            .0
+    }
+
     /// The rooms for `uid`/`action` at `now`, and until when that answer holds (the earliest
     /// expiry of an included token).
     fn compute_rooms(
@@ -568,11 +579,21 @@ impl State {
         action: &Action,
         now: i64,
     ) -> (Arc<[RoomName]>, Option<i64>) {
-        let needed: Vec<String> = match self.cfg.permission_mode {
+        self.compute_rooms_in(self.cfg.permission_mode, uid, action, now)
+    }
+
+    fn compute_rooms_in(
+        &self,
+        mode: PermissionMode,
+        uid: &str,
+        action: &Action,
+        now: i64,
+    ) -> (Arc<[RoomName]>, Option<i64>) {
+        let needed: Vec<String> = match mode {
             PermissionMode::Read => vec![format!("{uid}.find"), format!("{uid}.findOne")],
             PermissionMode::Action => vec![format!("{uid}.{}", action.plugin_permission())],
         };
-        let reads_by_default = match self.cfg.permission_mode {
+        let reads_by_default = match mode {
             PermissionMode::Read => true,
             PermissionMode::Action => {
                 matches!(action.plugin_permission(), "find" | "findOne")

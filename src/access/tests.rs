@@ -1629,6 +1629,7 @@ fn a_change_names_only_the_sockets_it_can_affect() {
     let rebuilds = lab.handle.read().rebuilds();
     let r = lab.access.apply(delete(AccessTable::Permissions, 1));
     assert!(r.is_empty(), "{r:?}");
+    assert!(r.subscriptions, "subscriptions need read access: {r:?}");
     assert_eq!(lab.handle.read().rebuilds(), rebuilds + 1);
     // A deleted token: its sockets.
     let r = lab.access.apply(delete(AccessTable::ApiTokens, 2));

@@ -385,6 +385,43 @@ fn dotenv_parsing_follows_dotenv_rules() {
 }
 
 #[test]
+fn the_proxy_is_off_unless_an_http_upstream_is_given() {
+    assert_eq!(resolve(&sources("")).proxy, None);
+    let cfg = resolve(&sources("[proxy]\nupstream = \"http://127.0.0.1:1337/\"\n"));
+    assert_eq!(
+        cfg.proxy,
+        Some(ProxyConfig {
+            upstream: "http://127.0.0.1:1337".to_owned(),
+            api_prefix: "/api".to_owned(),
+        })
+    );
+    let cases = [
+        (
+            "upstream = \"https://strapi.example.com\"",
+            "proxy.upstream",
+        ),
+        ("upstream = \"127.0.0.1:1337\"", "must be an http:// URL"),
+        ("upstream = \"http://\"", "must be http://host:port"),
+        (
+            "upstream = \"http://u:p@host:1337\"",
+            "must be http://host:port",
+        ),
+        (
+            "upstream = \"http://h:1337\"\napi_prefix = \"api\"",
+            "proxy.api_prefix",
+        ),
+        (
+            "upstream = \"http://h:1337\"\napi_prefix = \"/api/\"",
+            "proxy.api_prefix",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = resolve_err(&sources(&format!("[proxy]\n{text}\n")));
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
+
+#[test]
 fn jwt_management_comes_from_config_toml_then_the_projects_plugins_js() {
     let dir = std::env::temp_dir().join(format!("jwt-mode-{}", std::process::id()));
     let _ = std::fs::create_dir_all(dir.join("config"));
@@ -433,6 +470,25 @@ fn cors_star_with_credentials_is_refused_naming_the_key_and_the_fix() {
         assert!(err.contains("credentials = false"), "{err}");
         assert!(err.contains("origin = [\"https://"), "{err}");
     }
+}
+
+#[test]
+fn read_actions_and_joinable_rooms_are_accepted() {
+    let cfg = resolve(&sources(
+        "[io]\njoinable_rooms = [\"lobby\"]\n[content_types]\nmessage = [\"find\", \"findOne\", \"create\"]\n",
+    ));
+    assert_eq!(cfg.io.joinable_rooms, vec!["lobby".to_owned()]);
+    assert_eq!(
+        cfg.content_types,
+        ContentTypesConfig::Some(vec![(
+            "message".to_owned(),
+            ActionFilter::Only(vec!["find".into(), "findOne".into(), "create".into()])
+        )])
+    );
+    let err = resolve_err(&sources("[content_types]\nmessage = [\"read\"]\n"));
+    assert!(err.contains("find, findOne"), "{err}");
+    let err = resolve_err(&sources("[io]\njoinable_rooms = [\"sub:x\"]\n"));
+    assert!(err.contains("io.joinable_rooms"), "{err}");
 }
 
 #[test]

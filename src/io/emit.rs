@@ -18,8 +18,8 @@ use socketioxide::{BroadcastError, SendError, SocketError};
 use tracing::{debug, error, info, warn};
 
 use super::flow::Flows;
-use super::{Emitter, Shared, handshake};
-use crate::access::Delivery;
+use super::{Emitter, Shared, handshake, subscriptions};
+use crate::access::{Delivery, RoomName, Subject};
 use crate::delivery::{Behind, Entry, Fed, Offset, RESYNC_EVENT, Replay, Sent, Target, now_micros};
 use crate::strapi::RawEmit;
 
@@ -97,10 +97,26 @@ impl<A: Adapter> Emitter<A> {
         }
     }
 
+    /// `rooms`, and the subscription rooms of `subject` when some socket subscribed to its
+    /// type: where an event goes. A socket in several of them gets it once.
+    pub fn target_rooms(
+        &self,
+        rooms: Arc<[RoomName]>,
+        subject: Option<&Subject>,
+    ) -> Arc<[RoomName]> {
+        let mut extra = Vec::new();
+        subscriptions::add_rooms(&self.shared, subject, &mut extra);
+        if extra.is_empty() {
+            return rooms;
+        }
+        rooms.iter().cloned().chain(extra).collect()
+    }
+
     /// A delivery from outside the stream (it has no WAL position): it gets the offset after
     /// the newest one held. The pipeline uses [`Emitter::publish`] with the event's own offset.
     pub(super) fn deliver(&self, delivery: &Delivery) {
-        if delivery.rooms.is_empty() {
+        let rooms = self.target_rooms(delivery.rooms.clone(), delivery.subject.as_ref());
+        if rooms.is_empty() {
             return;
         }
         self.count_event(&delivery.event);
@@ -110,7 +126,7 @@ impl<A: Adapter> Emitter<A> {
             offset_text: offset.to_string(),
             event: delivery.event.clone(),
             payload: delivery.payload.clone(),
-            target: Target::Rooms(delivery.rooms.clone()),
+            target: Target::Rooms(rooms),
             rule: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
@@ -295,7 +311,15 @@ fn may_receive<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, entry: &Entry
         Target::Everyone => return true,
         Target::Rooms(rooms) => rooms,
     };
-    let mine = &session.principal.rooms;
+    // A socket in explicit subscription mode is in no role room.
+    let mine: &[RoomName] = if subscriptions::joins_role_rooms(socket) {
+        &session.principal.rooms
+    } else {
+        &[]
+    };
+    if subscriptions::joined_any(shared, socket, rooms) {
+        return true;
+    }
     let id = socket.id.to_string();
     match &entry.rule {
         None => rooms.iter().any(|r| *r == id || mine.contains(r)),

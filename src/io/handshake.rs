@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Emitter, Shared, events};
+use super::{Emitter, Shared, events, subscriptions};
 use crate::access::{AuthError, Principal, Recheck};
 
 /// The event a connected client emits with a fresh token (a string, or `{token, strategy}`
@@ -122,6 +122,7 @@ fn reason(e: &AuthError) -> &'static str {
         AuthError::InvalidCredentials => "invalid_credentials",
         AuthError::TokenExpired => "token_expired",
         AuthError::NotReady => "not_ready",
+        AuthError::BadSubscribeMode => "bad_subscribe_mode",
     }
 }
 
@@ -133,8 +134,9 @@ pub(super) fn authenticate<A: Adapter>(
     auth: Option<&Value>,
 ) -> Result<(), AuthError> {
     let epoch = shared.access_epoch.load(Ordering::SeqCst);
-    let principal =
-        credentials(auth).and_then(|(token, strategy)| shared.access.authenticate(token, strategy));
+    let principal = subscriptions::check_mode(auth)
+        .and_then(|()| credentials(auth))
+        .and_then(|(token, strategy)| shared.access.authenticate(token, strategy));
     let principal = match principal {
         Ok(p) => p,
         Err(e) => {
@@ -145,7 +147,9 @@ pub(super) fn authenticate<A: Adapter>(
     };
     super::emit::catch_up_from(shared, socket, auth);
     socket.join(socket.id.to_string());
-    socket.join(principal.rooms.clone());
+    if subscriptions::attach(shared, socket, auth) {
+        socket.join(principal.rooms.clone());
+    }
     shared.expiries.note(principal.expires_at);
     socket.extensions.insert(Session {
         principal: Arc::new(principal),
@@ -237,7 +241,8 @@ pub(super) fn recheck<A: Adapter>(shared: &Shared, socket: SocketRef<A>) {
 /// Puts the socket in `new`'s rooms (leaving only those it no longer has) and remembers it.
 fn move_to<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, session: &Session, new: Principal) {
     let old = &session.principal;
-    if new.rooms != old.rooms {
+    // A socket in explicit subscription mode stays out of role rooms.
+    if new.rooms != old.rooms && subscriptions::joins_role_rooms(socket) {
         let leave: Vec<String> = old
             .rooms
             .iter()
@@ -267,6 +272,8 @@ fn move_to<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, session: &Session
             revoked: false,
         });
     }
+    // Subscriptions the new access no longer allows are dropped.
+    subscriptions::recheck(shared, socket);
 }
 
 /// Takes access away at once: out of every room (the socket-id room too) and into
@@ -315,7 +322,7 @@ impl<A: Adapter> Emitter<A> {
     /// Access data changed: the connected sockets `which` can affect are checked again.
     pub(super) fn recheck_sockets(&self, which: &Recheck) {
         self.shared.access_epoch.fetch_add(1, Ordering::SeqCst);
-        if which.is_empty() {
+        if which.is_empty() && !which.subscriptions {
             return;
         }
         let Some(op) = self.io.of("/") else {
@@ -328,6 +335,8 @@ impl<A: Adapter> Emitter<A> {
                 .is_some_and(|s| !s.revoked && which.affects(&s.principal));
             if affected {
                 recheck(&self.shared, socket);
+            } else if which.subscriptions {
+                subscriptions::recheck(&self.shared, &socket);
             }
         }
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::Emitter;
-use crate::access::Delivery;
+use crate::access::{Delivery, Subject};
 use crate::config::Secret;
 use crate::strapi::custom::CustomMessage;
 use crate::strapi::{Action, RawEmit};
@@ -235,6 +235,10 @@ pub(super) async fn emit(
         event: format!("{}:{}", content_type.singular_name, action.as_str()),
         rooms,
         payload: data,
+        subject: Some(Subject {
+            content_type: content_type.clone(),
+            entry_id: None,
+        }),
     };
     let targeted = state.emitter.count_targets(Some(&delivery.rooms));
     if !written(through_wal, &body).await? {

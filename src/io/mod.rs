@@ -8,8 +8,10 @@
 //! [`axum::Router`]: the Socket.IO endpoint (handshake on the default namespace `/`: the
 //! client's `auth.token` and `auth.strategy` are checked by [`AccessHandle::authenticate`] and
 //! the socket joins the rooms of its role or token), `GET /healthz`, `GET /readyz`,
-//! `GET /metrics`, and, when an admin token is configured, `POST /io/emit` and `POST /io/raw`.
-//! `[[events]]` handlers (log, relay, webhook) run on client events.
+//! `GET /metrics`, and, when an admin token is configured, `POST /io/emit` and `POST /io/raw`;
+//! with a [`proxy`](crate::proxy), every other request goes to Strapi. `[[events]]` handlers
+//! (log, relay, webhook) run on client events, and sockets may subscribe to one content type or
+//! entry (`subscriptions`), whose events then reach them with the role rooms' in one broadcast.
 //!
 //! A client that connects with `auth.offset` first gets, in order, what it missed (if its
 //! identity may receive it now), then the live stream; one whose send queue is full stops
@@ -24,6 +26,7 @@ mod handshake;
 mod http_api;
 mod serve;
 mod server;
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;
@@ -54,6 +57,8 @@ pub struct IoOptions {
     pub events: Vec<EventConfig>,
     /// Bearer token of `POST /io/emit` and `POST /io/raw`; `None` turns both routes off.
     pub admin_token: Option<Secret>,
+    /// The reverse proxy to Strapi, for every other request; `None`: Socket.IO answers them.
+    pub proxy: Option<crate::proxy::Proxy>,
     /// Size and rate limits, webhook signing and safeguards, `/metrics` access.
     pub limits: IoLimits,
     /// `[delivery]`: the replay window.
@@ -90,6 +95,10 @@ struct Shared {
     /// otherwise log one line per message.
     drops_unreported: AtomicU64,
     drops_reported_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Subscriptions per content type.
+    subscriptions: Arc<subscriptions::Registry>,
+    /// `[io] joinable_rooms`.
+    joinable_rooms: Vec<String>,
     /// The replay buffer and the sockets behind the live stream.
     hub: Arc<Hub<socketioxide::socket::Sid>>,
     /// Ends the feeder task.

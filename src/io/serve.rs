@@ -67,6 +67,9 @@ pub async fn serve(
             .clone()
             .map_request(move |req: hyper::Request<Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
+                // The client's address, for the proxy's X-Forwarded-For.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 super::flow::note_upgrade(req.uri(), &wire);
                 req.extensions_mut().insert(wire.clone());
                 req

@@ -47,6 +47,8 @@ pub fn build(
         access,
         catalog,
         health,
+        subscriptions: Arc::new(super::subscriptions::Registry::new(metrics.clone())),
+        joinable_rooms: opts.io.joinable_rooms.clone(),
         metrics,
         events: EventHandlers::new(&opts.events, &opts.limits),
         access_epoch: AtomicU64::new(0),
@@ -103,7 +105,11 @@ pub fn build(
     if let Some(cors) = &opts.io.cors {
         socket_io = socket_io.layer(cors_layer(cors));
     }
-    (router.fallback_service(socket_io), emitter)
+    let fallback = match opts.proxy {
+        Some(proxy) => crate::proxy::mount(proxy, socket_io, &opts.io.path),
+        None => socket_io,
+    };
+    (router.fallback_service(fallback), emitter)
 }
 
 /// Refuses a request without `Authorization: Bearer <admin token>` before anything reads its

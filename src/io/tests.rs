@@ -168,6 +168,7 @@ fn io_config() -> IoConfig {
         max_event_bytes: 1 << 20,
         transports: vec![Transport::Polling, Transport::Websocket],
         cors: None,
+        joinable_rooms: vec![],
     }
 }
 
@@ -176,6 +177,7 @@ fn options() -> IoOptions {
         io: io_config(),
         events: vec![],
         admin_token: None,
+        proxy: None,
         limits: crate::config::IoLimits::default(),
         delivery: crate::delivery::DeliveryConfig::default(),
         wal_emit: None,
@@ -281,6 +283,7 @@ impl TestServer {
             event: event.to_owned(),
             rooms: Arc::from(rooms),
             payload: payload(data),
+            subject: None,
         }));
     }
 

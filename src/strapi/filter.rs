@@ -18,16 +18,29 @@ use crate::config::{ActionFilter, ContentTypesConfig};
 use super::Action;
 use super::catalog::{Catalog, ContentType, is_admin_uid};
 
-/// Actions as a bit set, bit `i` = `Action::DATA[i]`.
-type ActionSet = u8;
+/// Actions as a bit set, bit `i` = `Action::DATA[i]`, then `find` and `findOne`.
+type ActionSet = u16;
 
-const ALL_ACTIONS: ActionSet = (1 << Action::DATA.len()) - 1;
+/// The read actions, after the data actions in [`ActionSet`]: events of REST reads through
+/// the proxy.
+const READ: [&str; 2] = ["find", "findOne"];
+
+const ALL_ACTIONS: ActionSet = (1 << (Action::DATA.len() + READ.len())) - 1;
 
 fn bit(action: &Action) -> ActionSet {
+    if let Action::Custom(name) = action {
+        return read_bit(name);
+    }
     Action::DATA
         .iter()
         .position(|a| a == action)
         .map_or(0, |i| 1 << i)
+}
+
+fn read_bit(name: &str) -> ActionSet {
+    READ.iter()
+        .position(|a| *a == name)
+        .map_or(0, |i| 1 << (Action::DATA.len() + i))
 }
 
 /// Which events go out.
@@ -205,6 +218,24 @@ impl ContentTypeFilter {
         } else {
             Err(describe(&problems, catalog))
         }
+    }
+
+    /// Resolves the configuration, leaving out keys that name no content type (or several):
+    /// for readers that follow catalog reloads, where the model has already warned about them.
+    pub fn resolve_lenient(catalog: &Catalog, cfg: &ContentTypesConfig) -> Self {
+        ContentTypeFilter(resolve(cfg, catalog).0)
+    }
+
+    /// Whether REST reads of `ct` through the proxy produce `read` (`find` or `findOne`)
+    /// events: `content_types` selects the type with that action (or `"*"`).
+    pub fn wants_read(&self, ct: &ContentType, read: &str) -> bool {
+        let bit = read_bit(read);
+        bit != 0
+            && match &self.0 {
+                Filter::Nothing => false,
+                Filter::AllApi => ct.is_api(),
+                Filter::Some(map) => map.get(&ct.uid).is_some_and(|set| set & bit != 0),
+            }
     }
 
     /// The `content_types` keys that name `admin::` content types (never emitted), with

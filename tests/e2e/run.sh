@@ -351,6 +351,8 @@ else
 
   step "bridge: run, wait for /readyz"
   BRIDGE_PORT=$(free_port)
+  # The bridge also proxies Strapi's HTTP API (its config.toml is read from the work folder).
+  printf '[proxy]\nupstream = "http://127.0.0.1:%s"\n' "$STRAPI_PORT" > "$WORK/config.toml"
   (
     cd "$WORK"
     export RUST_LOG=${RUST_LOG:-info}

@@ -31,13 +31,13 @@ function mustEnv(name) {
 // ---------------------------------------------------------------------------------------------
 // Strapi REST
 
-async function rest(method, path, { token, body } = {}) {
+async function rest(method, path, { token, body, base = STRAPI_URL } = {}) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
-    res = await fetch(`${STRAPI_URL}${path}`, {
+    res = await fetch(`${base}${path}`, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -358,6 +358,150 @@ describe('bridge: events for REST changes', { skip: BRIDGE_URL ? false : 'BRIDGE
 
     for (const c of both) {
       assert.deepEqual(c.events.map((e) => e.event), [], `${c.name} received events no write accounts for`);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The bridge as a reverse proxy in front of Strapi ([proxy] upstream, set by run.sh)
+
+// A raw request: status, headers and body bytes exactly as received.
+async function raw(base, method, path, { token, headers = {}, body } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  const res = await fetch(`${base}${path}`, { method, headers: h, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
+}
+
+// Headers a proxy legitimately changes: per-hop framing, and values that differ per request.
+const PER_REQUEST_HEADERS = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding', 'x-response-time']);
+
+function comparable(res) {
+  const headers = {};
+  for (const [k, v] of res.headers) if (!PER_REQUEST_HEADERS.has(k)) headers[k] = v;
+  return { status: res.status, headers, body: res.body.toString('base64') };
+}
+
+// What a read event carries: the response with populated relations, media and components
+// removed (every attribute that is not a plain value of the entry).
+function stripped(body, populated) {
+  const entry = (e) => ({ id: e.id, attributes: Object.fromEntries(Object.entries(e.attributes).filter(([k]) => !populated.includes(k))) });
+  return { data: Array.isArray(body.data) ? body.data.map(entry) : entry(body.data), meta: body.meta };
+}
+
+describe('bridge: reverse proxy to Strapi and read events', { skip: BRIDGE_URL ? false : 'BRIDGE_URL not set (run.sh --without-bridge)' }, () => {
+  let pub;
+  let auth;
+  let message;
+  const clients = [];
+  const viaProxy = { base: BRIDGE_URL };
+
+  before(async () => {
+    pub = new Client('Public');
+    auth = new Client('Authenticated', aliceJwt);
+    clients.push(pub, auth);
+    await Promise.all([pub.connected(), auth.connected()]);
+    // An entry to read, with a relation and a component to populate.
+    const chat = await write('POST', '/api/chats', aliceJwt, { data: { name: 'proxy chat' } });
+    await expectEvent(auth, 'chat:create', { data: chat.data, meta: {} }, 'create chat');
+    message = await write('POST', '/api/messages', aliceJwt, {
+      data: { text: 'read me', likes: 7, secret: 's', chat: chat.data.id, seo: { metaTitle: 'T', metaDescription: 'D' } },
+    });
+    for (const c of clients) await expectEvent(c, 'message:create', { data: message.data, meta: {} }, 'create message');
+  });
+
+  after(() => {
+    for (const c of clients) c.close();
+  });
+
+  test('proxied responses equal direct ones (status, headers, body)', async () => {
+    const cases = [
+      ['GET', '/api/messages', undefined],
+      ['GET', `/api/messages/${message.data.id}`, undefined],
+      ['GET', `/api/messages/${message.data.id}?populate=*`, aliceJwt],
+      ['GET', '/api/messages?fields[0]=text&pagination[pageSize]=1', undefined],
+      ['GET', '/api/messages/999999', aliceJwt],
+      ['GET', '/api/chats', undefined],
+      ['GET', '/api/chats', aliceJwt],
+      ['GET', '/api/messages', 'not-a-jwt'],
+      ['GET', '/_health', undefined],
+      ['GET', '/no/such/route', undefined],
+      ['DELETE', '/api/messages/999999', aliceJwt],
+    ];
+    for (const [method, path, token] of cases) {
+      const direct = comparable(await raw(STRAPI_URL, method, path, { token }));
+      const proxied = comparable(await raw(BRIDGE_URL, method, path, { token }));
+      assert.deepStrictEqual(proxied, direct, `${method} ${path}`);
+    }
+    // The successful reads through the proxy emitted, in request order (the payloads are
+    // checked in the read-event test below).
+    const reads = ['message:find', 'message:findOne', 'message:findOne', 'message:find'];
+    for (const [c, expected] of [[pub, reads], [auth, [...reads, 'chat:find']]]) {
+      const got = [];
+      for (const e of expected) got.push((await c.next(e)).event);
+      assert.deepEqual(got, expected, `${c.name}: read events of the comparison requests`);
+    }
+  });
+
+  test('uploads and large bodies pass through', async () => {
+    // A large JSON body (700 kB of text) in and out.
+    const long = 'x'.repeat(700 * 1024);
+    const res = await rest('POST', '/api/messages', { token: aliceJwt, body: { data: { text: 'large', body: long } }, ...viaProxy });
+    assert.equal(res.status, 200, JSON.stringify(res.body).slice(0, 300));
+    assert.equal(res.body.data.attributes.body, long);
+    for (const c of clients) await expectEvent(c, 'message:create', { data: res.body.data, meta: {} }, 'create large message');
+
+    // A 3 MB multipart upload through the proxy, then the file downloaded through it.
+    const file = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < file.length; i += 1) file[i] = i % 251;
+    const form = new FormData();
+    form.append('files', new Blob([file], { type: 'application/octet-stream' }), 'proxy-upload.bin');
+    const up = await fetch(`${BRIDGE_URL}/api/upload`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${aliceJwt}` },
+      body: form,
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    const uploaded = await up.json();
+    assert.equal(up.status, 200, JSON.stringify(uploaded));
+    assert.equal(uploaded[0].size, Math.round((file.length / 1000) * 100) / 100, 'Strapi saw the whole file (size in kB)');
+    const down = await raw(BRIDGE_URL, 'GET', uploaded[0].url);
+    assert.equal(down.status, 200);
+    assert.ok(down.body.equals(file), 'the downloaded file equals the uploaded one');
+    const direct = await raw(STRAPI_URL, 'GET', uploaded[0].url);
+    assert.ok(direct.body.equals(down.body));
+  });
+
+  test('reads through the proxy emit find/findOne to the roles holding that action', async () => {
+    const id = message.data.id;
+    // Straight to Strapi: nothing. Errors emit nothing.
+    await expectStatus(200, 'GET', '/api/messages');
+    await expectStatus(200, 'GET', `/api/messages/${id}`);
+    await rest('GET', '/api/messages/999999', viaProxy);
+    await rest('GET', '/api/chats', viaProxy); // 403 for Public
+
+    const list = await expectStatus(200, 'GET', '/api/messages', viaProxy);
+    // Read events leave in request order: this is the first event each client sees.
+    for (const c of clients) await expectEvent(c, 'message:find', list, 'GET /api/messages through the proxy');
+
+    const one = await expectStatus(200, 'GET', `/api/messages/${id}`, viaProxy);
+    for (const c of clients) await expectEvent(c, 'message:findOne', one, `GET /api/messages/${id} through the proxy`);
+
+    // Public may not find chats: only Authenticated gets chat:find, Public's next event is
+    // the following message read.
+    const chats = await expectStatus(200, 'GET', '/api/chats', { token: aliceJwt, ...viaProxy });
+    await expectEvent(auth, 'chat:find', chats, 'GET /api/chats through the proxy');
+
+    // Populated relation and component are not in the event.
+    const populated = await expectStatus(200, 'GET', `/api/messages/${id}?populate=*`, { token: aliceJwt, ...viaProxy });
+    assert.ok(populated.data.attributes.chat?.data, 'populate returned the relation');
+    assert.ok(populated.data.attributes.seo, 'populate returned the component');
+    const event = stripped(populated, ['chat', 'seo', 'watchChats', 'author', 'image', 'gallery']);
+    assert.ok(!('chat' in event.data.attributes));
+    for (const c of clients) await expectEvent(c, 'message:findOne', event, 'GET with populate through the proxy');
+
+    for (const c of clients) {
+      assert.deepEqual(c.events.map((e) => e.event), [], `${c.name} received events no read accounts for`);
     }
   });
 });

@@ -250,6 +250,40 @@ impl SioClient {
             .unwrap_or_else(|e| panic!("emit {event}: {e}"));
     }
 
+    /// Emits an event asking for an acknowledgement and returns the ack's arguments.
+    #[track_caller]
+    pub fn ack<'a>(&'a self, event: &'a str, data: Value) -> impl Future<Output = Vec<Value>> + 'a {
+        let at = Location::caller();
+        async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+            self.client
+                .emit_with_ack(event, data, WAIT, move |p, _| {
+                    let tx = tx.lock().unwrap().take();
+                    async move {
+                        if let Some(tx) = tx {
+                            let _ = tx.send(values(p));
+                        }
+                    }
+                    .boxed()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{at}: emit {event}: {e}"));
+            match tokio::time::timeout(WAIT, rx).await {
+                // rust_socketio hands the ack's argument list over as one JSON array.
+                Ok(Ok(mut args)) => match args.pop() {
+                    Some(Value::Array(list)) if args.is_empty() => list,
+                    Some(last) => {
+                        args.push(last);
+                        args
+                    }
+                    None => args,
+                },
+                _ => panic!("{at}: no acknowledgement of {event} within {WAIT:?}"),
+            }
+        }
+    }
+
     /// Disconnects.
     pub async fn close(self) {
         let _ = self.client.disconnect().await;

@@ -5,7 +5,7 @@
  *
  * - Public:        find, findOne on message; find on homepage.
  * - Authenticated: find, findOne, create, update, delete on message, chat and article;
- *                  find, update, delete on homepage.
+ *                  find, update, delete on homepage; upload files.
  * - Users (role Authenticated, confirmed): `alice` (active) and `bob` (blocked).
  *
  * When E2E_FIXTURE_FILE is set, the ids and role names of the users are written there as JSON so
@@ -29,6 +29,7 @@ const AUTHENTICATED_ACTIONS = [
   'api::homepage.homepage.find',
   'api::homepage.homepage.update',
   'api::homepage.homepage.delete',
+  'plugin::upload.content-api.upload',
 ];
 
 const USERS = [
