@@ -6,8 +6,9 @@
 //!      └──────── watch<Progress> (end LSN handed on, what the replay buffer keeps) ◀────────┘
 //! ```
 //!
-//! The replication client reads from PostgreSQL into a bounded channel (a slow emitter fills
-//! it, reading stops, PostgreSQL keeps the WAL). One task runs decode → model → authorize →
+//! The replication client reads from PostgreSQL into a channel bounded in batches and in bytes
+//! ([`replication::MAX_IN_FLIGHT_BYTES`]): a slow emitter fills it, reading stops, PostgreSQL
+//! keeps the WAL. One task runs decode → model → authorize →
 //! emit for each message in stream order, so an access change applies before the next event,
 //! and reports back the end LSN of every transaction whose events were handed to Socket.IO,
 //! and how far back the replay buffer reaches: confirmed to PostgreSQL is the older of the two,

@@ -90,6 +90,11 @@ pub struct Progress {
     pub keep: Lsn,
 }
 
+/// At most this many bytes of XLogData handed on and not yet consumed by the pipeline: memory
+/// between the two is bounded in bytes, whatever the size of the rows (the channel alone bounds
+/// only the number of batches). A single larger message still goes through, alone.
+pub const MAX_IN_FLIGHT_BYTES: u64 = 32 * 1024 * 1024;
+
 /// A status update goes out at least this often. Half of 10 s, the smallest
 /// `wal_sender_timeout` met in practice (managed services, the test clusters): the server then
 /// never times the connection out, even while a slow pipeline keeps this client from reading.
@@ -155,6 +160,7 @@ pub async fn run(
         catch_up_to: None,
         pings: PingRun::default(),
         timeline: None,
+        in_flight: InFlight::default(),
     };
     let mut backoff = Backoff::default();
     loop {
@@ -197,6 +203,8 @@ struct Pending {
     count: u64,
     /// Highest server position in the read that produced `item`.
     server_end: Lsn,
+    /// Payload bytes of the XLogData in `item`.
+    bytes: u64,
 }
 
 /// When to send the next status update.
@@ -238,6 +246,42 @@ struct Runner {
     pings: PingRun,
     /// The timeline of the last session's server: it moves when a standby is promoted.
     timeline: Option<String>,
+    /// Bytes handed on that the pipeline has not consumed yet.
+    in_flight: InFlight,
+}
+
+/// The bytes of XLogData handed on and not yet consumed, learnt from [`Progress::handed`]
+/// (the count of messages the pipeline consumed), which every consumer reports.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Messages handed on since the start.
+    sent: u64,
+    /// Per batch handed on and not yet consumed: the `sent` count at its end, and its bytes.
+    batches: std::collections::VecDeque<(u64, u64)>,
+    bytes: u64,
+}
+
+impl InFlight {
+    fn sent(&mut self, count: u64, bytes: u64) {
+        if count == 0 {
+            return;
+        }
+        self.sent += count;
+        self.batches.push_back((self.sent, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Forgets what the pipeline consumed; whether more may be handed on now.
+    fn has_room(&mut self, consumed: u64) -> bool {
+        while let Some(&(end, bytes)) = self.batches.front() {
+            if end > consumed {
+                break;
+            }
+            self.batches.pop_front();
+            self.bytes -= bytes;
+        }
+        self.bytes < MAX_IN_FLIGHT_BYTES
+    }
 }
 
 /// A run of reply-requesting keepalives at one position, each right after the last.
@@ -403,6 +447,7 @@ impl Runner {
             then_caught_up: false,
             count: 0,
             server_end: start,
+            bytes: 0,
         });
         let now = Instant::now();
         let mut clock = Clock {
@@ -412,15 +457,18 @@ impl Runner {
         };
         loop {
             let deadline = self.status_deadline(&clock);
+            let consumed = self.progress.borrow().handed;
+            let room = self.in_flight.has_room(consumed);
             tokio::select! {
                 () = shutdown.cancelled() => return self.finish(conn, true).await,
-                permit = out.reserve(), if pending.is_some() => {
+                permit = out.reserve(), if pending.is_some() && room => {
                     let Ok(permit) = permit else {
                         tracing::debug!("the pipeline closed its input; ending the stream");
                         return self.finish(conn, false).await;
                     };
                     if let Some(p) = pending.take() {
                         permit.send(p.item);
+                        self.in_flight.sent(p.count, p.bytes);
                         self.feedback.handed(p.count, p.server_end);
                         if p.then_caught_up {
                             pending = Some(Pending {
@@ -428,6 +476,7 @@ impl Runner {
                                 then_caught_up: false,
                                 count: 0,
                                 server_end: p.server_end,
+                                bytes: 0,
                             });
                         }
                     }
@@ -577,11 +626,13 @@ impl Runner {
                     then_caught_up: false,
                     count: 0,
                     server_end,
+                    bytes: 0,
                 });
             }
         } else {
             *pending = Some(Pending {
                 count: batch.len() as u64,
+                bytes: batch.iter().map(|x| x.payload.len() as u64).sum(),
                 item: Replicated::Data(batch),
                 then_caught_up: caught_up,
                 server_end,
@@ -740,5 +791,29 @@ fn note_failover(
             "the server is on a new timeline (a standby was promoted); the replication slot \
              was carried over, streaming continues from its confirmed position"
         );
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::{InFlight, MAX_IN_FLIGHT_BYTES};
+
+    #[test]
+    fn bytes_handed_on_are_bounded_until_the_pipeline_consumes_them() {
+        let mut f = InFlight::default();
+        assert!(f.has_room(0));
+        // Two batches of 3 and 2 messages, together at the bound.
+        f.sent(3, MAX_IN_FLIGHT_BYTES / 2);
+        f.sent(0, 0);
+        f.sent(2, MAX_IN_FLIGHT_BYTES / 2);
+        assert!(!f.has_room(0), "full until the pipeline consumes");
+        assert!(!f.has_room(2), "the first batch is not consumed whole yet");
+        assert!(f.has_room(3), "the first batch consumed frees its bytes");
+        assert!(f.has_room(5));
+        assert_eq!(f.bytes, 0);
+        // One message larger than the bound still goes, alone.
+        f.sent(1, MAX_IN_FLIGHT_BYTES * 3);
+        assert!(!f.has_room(5));
+        assert!(f.has_room(6));
     }
 }
