@@ -181,10 +181,15 @@ async fn read_at_snapshot(
         .await
         .and_then(|r| r.try_get(0))
         .map_err(|e| LoadError::new(retryable(&e), anyhow::Error::from(e)))?;
+    // On a standby (logical decoding on standby, 16+) the WAL position to compare with is the
+    // replay position: a transaction a standby's snapshot sees has had its commit record
+    // replayed, so that record starts before the replay position read after the snapshot.
     let sql = if version >= 130_000 {
-        "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
+        "SELECT pg_current_snapshot()::text, CASE WHEN pg_is_in_recovery() \
+         THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END::text"
     } else {
-        "SELECT txid_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
+        "SELECT txid_current_snapshot()::text, CASE WHEN pg_is_in_recovery() \
+         THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END::text"
     };
     let row = client
         .query_one(sql, &[])
@@ -347,7 +352,8 @@ impl Snapshot {
 /// schema rows are skipped.
 ///
 /// The exact boundary. The load reads, in one statement at the start of its `REPEATABLE
-/// READ` transaction, the snapshot S and then `pg_current_wal_insert_lsn()` = L. A commit
+/// READ` transaction, the snapshot S and then `pg_current_wal_insert_lsn()` = L (on a standby,
+/// `pg_last_wal_replay_lsn()`: what its snapshots see has been replayed before it). A commit
 /// record is inserted into the WAL *before* its transaction becomes visible to snapshots, so
 /// a transaction S sees has a commit record that starts before L. The reverse does not hold:
 /// a transaction whose commit record is before L may still have been running for S (it was
