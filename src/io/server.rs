@@ -177,15 +177,11 @@ fn configure(io: &IoConfig, limits: &IoLimits) -> SocketIoBuilder {
 fn register(io: &SocketIo, shared: &Arc<Shared>, connect_timeout: std::time::Duration) {
     let for_middleware = shared.clone();
     let middleware = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| async move {
-        // After a start, a client resuming from an offset waits until the replay buffer is
-        // rebuilt from the slot, so its catch-up finds what it missed. A client without one
-        // is let in at once and gets what the bridge streams from then on.
-        let resuming = auth
-            .as_ref()
-            .ok()
-            .and_then(|a| a.get("offset"))
-            .is_some_and(serde_json::Value::is_string);
-        if resuming && !for_middleware.hub.wait_ready(connect_timeout).await {
+        // After a start, every handshake waits until the replay buffer is rebuilt from the
+        // slot: a client resuming from an offset then finds what it missed, and one without an
+        // offset does not receive the rebuilt window's events again (its stream starts after
+        // them).
+        if !for_middleware.hub.wait_ready(connect_timeout).await {
             return Err(crate::access::AuthError::NotReady);
         }
         handshake::authenticate(&for_middleware, &s, auth.as_ref().ok())
