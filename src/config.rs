@@ -38,11 +38,14 @@ pub const DEFAULT_PING_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 45_000;
 /// socket.io 4's default `maxHttpBufferSize` (1 MB).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
-/// Events a socket may have queued before new ones are dropped for it. Queued events share
-/// one serialized buffer, so a backlog costs little memory; 4096 lets a client fall a bulk
-/// import's burst behind without missing anything, while a socket that stopped reading cannot
-/// hold back everyone else.
+/// Slots of a socket's send channel (socketioxide's `max_buffer_size`). A socket whose
+/// unwritten events would fill it (less a reserve for its heartbeat) falls behind and is fed
+/// from the replay buffer as it drains.
 pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 4096;
+/// Bytes of events queued for one socket and not yet written, at most (plus one event). It
+/// bounds what a socket's writer batches into one write, and so the WebSocket write buffer,
+/// which keeps the largest size it reached for the socket's life.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024;
 /// The users-permissions public role's name, as the plugin's `publicRoleName` default.
 pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
 /// The `pg_logical_emit_message` prefix the bridge listens to.
@@ -285,8 +288,10 @@ pub struct RawIo {
     pub connect_timeout_ms: Option<u64>,
     /// `maxHttpBufferSize`.
     pub max_payload_bytes: Option<u64>,
-    /// Events queued per socket before it misses new ones.
+    /// Events queued per socket before it is fed from the replay buffer instead.
     pub max_buffered_events: Option<usize>,
+    /// Unwritten bytes queued per socket before it is fed from the replay buffer instead.
+    pub max_buffered_bytes: Option<u64>,
     /// Largest payload sent whole; larger data events go out with the id only.
     pub max_event_bytes: Option<u64>,
     /// Allowed transports.
@@ -802,8 +807,10 @@ pub struct IoConfig {
     pub connect_timeout: Duration,
     /// `maxHttpBufferSize`.
     pub max_payload_bytes: u64,
-    /// Events queued per socket before it misses new ones.
+    /// Events queued per socket before it is fed from the replay buffer instead.
     pub max_buffered_events: usize,
+    /// Unwritten bytes queued per socket before it is fed from the replay buffer instead.
+    pub max_buffered_bytes: u64,
     /// Largest event payload sent whole, in bytes.
     pub max_event_bytes: usize,
     /// Allowed transports.
@@ -1311,6 +1318,13 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
             "must be greater than 0",
         ));
     }
+    let max_buffered_bytes = raw.max_buffered_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_BYTES);
+    if max_buffered_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "io.max_buffered_bytes",
+            "must be greater than 0",
+        ));
+    }
     let max_event_bytes = raw.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT_BYTES);
     if max_event_bytes == 0 {
         return Err(ConfigError::invalid(
@@ -1337,6 +1351,7 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
         )?,
         max_payload_bytes,
         max_buffered_events,
+        max_buffered_bytes,
         max_event_bytes: usize::try_from(max_event_bytes).unwrap_or(usize::MAX),
         transports,
         cors,

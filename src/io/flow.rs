@@ -4,7 +4,7 @@
 //! and closes the socket when its heartbeat ping finds that channel full. It does not say how
 //! full the channel is, so the bridge counts itself: the bytes of each frame it queued, against
 //! the bytes written to the connection ([`WireBytes`]). A socket whose unwritten frames reach
-//! the slot limit (less a reserve for pings and acknowledgements) or [`SOCKET_QUEUE_BYTES`] is
+//! the slot limit (less a reserve for pings and acknowledgements) or `io.max_buffered_bytes` is
 //! treated as full before the channel is: it falls behind and is fed from the replay buffer as
 //! it drains. Memory per slow socket is then bounded in bytes, the WebSocket write buffer (which
 //! keeps its largest size) stays below that bound, and the ping always finds a free slot.
@@ -25,9 +25,6 @@ use socketioxide::socket::Sid;
 
 use super::serve::WireBytes;
 use crate::delivery::Entry;
-
-/// Bytes queued for one socket and not yet written, at most (plus one event).
-pub const SOCKET_QUEUE_BYTES: u64 = 1 << 20;
 
 /// Channel slots kept free for what the bridge does not count: pings, acknowledgements,
 /// relays.
@@ -166,9 +163,9 @@ impl Flow {
         }
     }
 
-    /// Whether one more frame fits: fewer than `slots` frames and [`SOCKET_QUEUE_BYTES`]
+    /// Whether one more frame fits: fewer than `slots` frames and fewer than `bytes`
     /// unwritten.
-    fn has_room(&mut self, slots: usize) -> bool {
+    fn has_room(&mut self, slots: usize, bytes: u64) -> bool {
         let written = self
             .wire
             .0
@@ -178,7 +175,7 @@ impl Flow {
             self.ends.pop_front();
         }
         let waiting = self.queued.saturating_sub(written);
-        self.ends.len() < slots && waiting < SOCKET_QUEUE_BYTES
+        self.ends.len() < slots && waiting < bytes
     }
 
     fn queued(&mut self, bytes: u64) {
@@ -192,21 +189,24 @@ impl Flow {
 pub(super) struct Flows {
     by_socket: HashMap<Sid, Flow>,
     slots: usize,
+    bytes: u64,
 }
 
 impl Flows {
-    /// Counts for a channel of `max_buffered_events` slots.
-    pub(super) fn new(max_buffered_events: usize) -> Flows {
+    /// Counts for a channel of `max_buffered_events` slots, holding at most
+    /// `max_buffered_bytes` unwritten.
+    pub(super) fn new(max_buffered_events: usize, max_buffered_bytes: u64) -> Flows {
         Flows {
             by_socket: HashMap::new(),
             slots: max_buffered_events.saturating_sub(RESERVED_SLOTS).max(1),
+            bytes: max_buffered_bytes,
         }
     }
 
     /// Whether `entry` may be queued for `socket` now (always, for sockets not counted).
     pub(super) fn has_room<A: Adapter>(&mut self, socket: &SocketRef<A>) -> bool {
-        let slots = self.slots;
-        self.flow(socket).is_none_or(|f| f.has_room(slots))
+        let (slots, bytes) = (self.slots, self.bytes);
+        self.flow(socket).is_none_or(|f| f.has_room(slots, bytes))
     }
 
     /// `entry` was queued for `socket`.
@@ -290,18 +290,21 @@ mod tests {
     fn a_flow_fills_by_frames_and_bytes_and_drains_with_writes() {
         let wire = WireBytes(Arc::new(AtomicU64::new(500)));
         let mut f = Flow::new(TransportType::Websocket, wire.clone());
+        const BYTES: u64 = 64 * 1024;
         for _ in 0..3 {
-            assert!(f.has_room(3));
+            assert!(f.has_room(3, BYTES));
             f.queued(100);
         }
-        assert!(!f.has_room(3), "three frames in flight fill three slots");
+        assert!(
+            !f.has_room(3, BYTES),
+            "three frames in flight fill three slots"
+        );
         wire.0.fetch_add(150, Ordering::Relaxed);
-        assert!(f.has_room(3), "the first frame was written");
-        f.queued(SOCKET_QUEUE_BYTES);
-        assert!(!f.has_room(100), "the byte limit");
-        wire.0
-            .fetch_add(SOCKET_QUEUE_BYTES + 150, Ordering::Relaxed);
-        assert!(f.has_room(100));
+        assert!(f.has_room(3, BYTES), "the first frame was written");
+        f.queued(BYTES);
+        assert!(!f.has_room(100, BYTES), "the byte limit");
+        wire.0.fetch_add(BYTES + 150, Ordering::Relaxed);
+        assert!(f.has_room(100, BYTES));
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub fn build(
         drops_reported_at: std::sync::Mutex::new(None),
         hub: crate::delivery::Hub::new(opts.delivery),
         stop: tokio_util::sync::CancellationToken::new(),
-        flows: std::sync::Mutex::new(super::flow::Flows::new(opts.io.max_buffered_events)),
+        flows: std::sync::Mutex::new(super::flow::Flows::new(
+            opts.io.max_buffered_events,
+            opts.io.max_buffered_bytes,
+        )),
         feed_rounds: AtomicU64::new(0),
     });
     let (svc, io) = configure(&opts.io, &opts.limits).build_svc();
