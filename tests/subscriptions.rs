@@ -9,6 +9,8 @@ use futures::FutureExt;
 use rust_socketio::Payload as SioPayload;
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 use crate::support::bridge::{ALICE, Bridge, EDDIE, StrapiDb, jwt, reqwest_get};
@@ -589,5 +591,142 @@ async fn subscriptions_are_capped_per_socket_and_requests_are_rate_limited() {
         text.contains("strapi_io_client_events_dropped_total{reason=\"rate_limited\"}"),
         "{text}"
     );
+    bridge.stop().await.unwrap();
+}
+
+/// The npm client running the README's snippet (`tests/node/follow.mjs`): what it prints, and
+/// its stdin for `disconnect` / `connect`.
+struct NodeFollow {
+    _child: Child,
+    stdin: ChildStdin,
+    rx: mpsc::UnboundedReceiver<String>,
+}
+
+impl NodeFollow {
+    fn start(addr: std::net::SocketAddr, subscriptions: &Value) -> NodeFollow {
+        assert!(
+            node_client_installed(),
+            "the npm socket.io-client is not installed: run `npm ci` in tests/node (.ci/run does)"
+        );
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node/follow.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(["--url", &format!("http://{addr}")])
+            .args(["--subscriptions", &subscriptions.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NodeFollow {
+            _child: child,
+            stdin,
+            rx,
+        }
+    }
+
+    async fn command(&mut self, command: &str) {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    async fn line(&mut self) -> String {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("the npm client exited"),
+            Err(_) => panic!("the npm client printed nothing within {WAIT:?}"),
+        }
+    }
+
+    /// The next line must be an event named `event`; returns its data.
+    #[track_caller]
+    fn event(&mut self, event: &str) -> impl Future<Output = Value> + '_ {
+        let at = std::panic::Location::caller();
+        let event = event.to_owned();
+        async move {
+            let line = self.line().await;
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("{at}: expected {event}, got {line:?}"));
+            assert_eq!(v["event"], event.as_str(), "{at}: {line}");
+            v["data"].clone()
+        }
+    }
+}
+
+/// What `a_reconnect_with_offset_and_subscriptions_replays_the_missed_events_of_the_entry`
+/// shows with the Rust client, with the npm `socket.io-client` running the README's snippet: a
+/// refused entry is dropped from the client's list by the `strapi-io:unsubscribed` handler, and
+/// after a disconnect the entry's missed events, then live ones, arrive in order, once.
+#[tokio::test]
+async fn the_npm_client_running_the_readme_snippet_resumes_its_subscriptions() {
+    let db = StrapiDb::new("").await;
+    let bridge = Bridge::start(db.config(CONFIG)).await;
+    let mut observer = SioClient::connected(bridge.addr, json!({})).await;
+    let mut node = NodeFollow::start(
+        bridge.addr,
+        &json!([
+            { "type": "api::message.message", "id": 1101 },
+            { "type": "api::chat.chat" },
+        ]),
+    );
+    assert_eq!(node.line().await, "connect");
+    // Public may not read chats.
+    let refused = node.event("strapi-io:unsubscribed").await;
+    assert_eq!(refused["type"], "api::chat.chat");
+    new_message(&db, 1100).await;
+    new_message(&db, 1101).await;
+    marker(&db, 1).await;
+    assert_eq!(node.event("message:create").await["data"]["id"], 1101);
+    assert_eq!(node.event("marker").await, 1);
+
+    node.command("disconnect").await;
+    assert_eq!(node.line().await, "disconnect io client disconnect");
+    wait::until("the subscription to end with its socket", WAIT, || async {
+        metrics_text(&bridge)
+            .await
+            .contains("strapi_io_subscriptions{content_type=\"api::message.message\"} 0")
+    })
+    .await;
+    db.sql("UPDATE messages SET text = 'missed' WHERE id = 1101")
+        .await;
+    new_message(&db, 1102).await;
+    marker(&db, 2).await;
+    loop {
+        if let Got::Event(name, args) = observer.next().await
+            && name == "marker"
+            && args == [json!(2)]
+        {
+            break;
+        }
+    }
+
+    node.command("connect").await;
+    assert_eq!(node.line().await, "connect");
+    db.sql("UPDATE messages SET text = 'live' WHERE id = 1101")
+        .await;
+    marker(&db, 3).await;
+    // No second refusal: the handler took chat off the list.
+    let missed = node.event("message:update").await;
+    assert_eq!(missed["data"]["attributes"]["text"], "missed");
+    assert_eq!(node.event("marker").await, 2);
+    let live = node.event("message:update").await;
+    assert_eq!(live["data"]["attributes"]["text"], "live");
+    assert_eq!(node.event("marker").await, 3);
     bridge.stop().await.unwrap();
 }
