@@ -90,6 +90,17 @@ impl BridgeProcess {
     }
 
     async fn spawn(&mut self) {
+        self.spawn_process();
+        let url = format!("http://{}/readyz", self.addr);
+        wait::until("the bridge to be ready", LONG, || {
+            let url = url.clone();
+            async move { reqwest_get(&url).await.is_some_and(|(s, _)| s == 200) }
+        })
+        .await;
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    fn spawn_process(&mut self) {
         self.runs += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -111,12 +122,6 @@ impl BridgeProcess {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let url = format!("http://{}/readyz", self.addr);
-        wait::until("the bridge to be ready", LONG, || {
-            let url = url.clone();
-            async move { reqwest_get(&url).await.is_some_and(|(s, _)| s == 200) }
-        })
-        .await;
     }
 
     /// `kill -9`.
@@ -225,8 +230,22 @@ impl RustClient {
         log: &Log,
         stall: Option<(usize, Duration)>,
     ) -> RustClient {
+        match Self::try_connect_with(addr, auth, log, stall).await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A client, or why it could not connect (the bridge does not listen yet, or refused the
+    /// handshake).
+    async fn try_connect_with(
+        addr: SocketAddr,
+        auth: Value,
+        log: &Log,
+        stall: Option<(usize, Duration)>,
+    ) -> Result<RustClient, String> {
         let (tx, connected) = mpsc::unbounded_channel();
-        let (on_connect, on_close) = (tx.clone(), tx);
+        let (on_connect, on_close, on_error) = (tx.clone(), tx.clone(), tx);
         let log = log.clone();
         let count = Arc::new(Mutex::new(0usize));
         let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -243,6 +262,14 @@ impl RustClient {
             })
             .on(rust_socketio::Event::Close, move |_, _| {
                 let tx = on_close.clone();
+                async move {
+                    let _ = tx.send(false);
+                }
+                .boxed()
+            })
+            // A refused handshake (`connect_error`).
+            .on(rust_socketio::Event::Error, move |_, _| {
+                let tx = on_error.clone();
                 async move {
                     let _ = tx.send(false);
                 }
@@ -282,15 +309,17 @@ impl RustClient {
             })
             .connect()
             .await
-            .unwrap_or_else(|e| panic!("client cannot reach the bridge: {e}"));
+            .map_err(|e| format!("client cannot reach the bridge: {e}"))?;
         let mut c = RustClient {
             client,
             connected,
             active,
         };
         let up = tokio::time::timeout(Duration::from_secs(60), c.connected.recv()).await;
-        assert_eq!(up, Ok(Some(true)), "the client connects");
-        c
+        if up != Ok(Some(true)) {
+            return Err(format!("the client did not connect: {up:?}"));
+        }
+        Ok(c)
     }
 
     async fn close(self) {
@@ -588,6 +617,62 @@ async fn restart_mid_stream(graceful: bool) {
         "{}",
         bridge.log_text()
     );
+}
+
+/// A client without an offset that connects while a restarted bridge rebuilds its replay
+/// buffer from the slot waits until the buffer is rebuilt: it receives none of the window's
+/// events (it never asked for them), only what is committed after it connected.
+#[tokio::test]
+async fn a_new_client_connecting_while_the_buffer_is_rebuilt_gets_nothing_of_the_window() {
+    let rows = scaled(2000, 200);
+    let db = empty_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bridge = BridgeProcess::start(&db, dir.path(), "").await;
+    let log = Log::default();
+    let first = RustClient::connect(bridge.addr, json!({}), &log).await;
+    let sql = db.db.client().await;
+    write_rows(&sql, 1, rows, 10).await;
+    log.wait_creates(rows, "every create").await;
+    first.close().await;
+    bridge.kill().await;
+
+    // Connect as soon as the restarted bridge takes handshakes at all.
+    bridge.spawn_process();
+    let fresh = Log::default();
+    let client = wait::until_some("a connection to the restarted bridge", LONG, || async {
+        RustClient::try_connect_with(bridge.addr, json!({}), &fresh, None)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        bridge.log_text().contains("replay buffer rebuilt"),
+        "the handshake completed before the rebuild: {}",
+        bridge.log_text()
+    );
+    sql.batch_execute(
+        "SELECT pg_logical_emit_message(true, 'strapi_io', '{\"raw\":\"marker\",\"data\":1}')",
+    )
+    .await
+    .unwrap();
+    wait::until("the marker", LONG, || {
+        let got = fresh.snapshot().iter().any(|s| s.event == "marker");
+        async move { got }
+    })
+    .await;
+    let replayed = bridge
+        .metric("strapi_io_replay_rebuild_events")
+        .await
+        .unwrap_or(0.0);
+    assert!(replayed > 0.0, "the restarted bridge rebuilt the window");
+    let again = fresh.creates();
+    assert!(
+        again.is_empty(),
+        "{} events of the window sent again to a client that did not ask for them (ids {:?}…)",
+        again.len(),
+        &again[..again.len().min(5)]
+    );
+    client.close().await;
 }
 
 /// PostgreSQL restarts under the bridge: the replication session starts again from the slot

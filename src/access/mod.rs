@@ -106,7 +106,7 @@ pub enum Identity {
 pub struct Principal {
     /// Who.
     pub identity: Identity,
-    /// The rooms it belongs in (besides its own socket-id room).
+    /// The rooms it belongs in.
     pub rooms: Vec<RoomName>,
     /// Role name, or token name for API tokens (for logs and handlers).
     pub role: String,

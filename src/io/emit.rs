@@ -64,7 +64,7 @@ impl<A: Adapter> Emitter<A> {
         };
         let sockets = match &entry.target {
             Target::Rooms(rooms) if rooms.is_empty() => return,
-            Target::Rooms(rooms) => op.to(rooms.to_vec()).sockets(),
+            Target::Rooms(rooms) => self.in_rooms(rooms),
             // Everyone, but not sockets whose access was just taken away.
             Target::Everyone => op.except(handshake::REVOKED_ROOM).sockets(),
         };
@@ -174,8 +174,34 @@ impl<A: Adapter> Emitter<A> {
         match rooms {
             None => op.sockets().len(),
             Some([]) => 0,
-            Some(rooms) => op.to(rooms.to_vec()).sockets().len(),
+            Some(rooms) => self.in_rooms(rooms).len(),
         }
+    }
+
+    /// The sockets in `rooms`, where a room may also be a socket id (for `raw`): sockets have
+    /// no room of their own, which would cost every socket a room entry for a rare use.
+    /// A socket whose access was taken away is not found by its id.
+    fn in_rooms(&self, rooms: &[RoomName]) -> Vec<SocketRef<A>> {
+        let Some(op) = self.io.of("/") else {
+            return Vec::new();
+        };
+        let mut sockets = op.to(rooms.to_vec()).sockets();
+        for room in rooms {
+            let Ok(sid) = room.parse::<Sid>() else {
+                continue;
+            };
+            let Some(socket) = self.io.get_socket(sid) else {
+                continue;
+            };
+            let revoked = socket
+                .extensions
+                .get::<handshake::Session>()
+                .is_none_or(|s| s.revoked);
+            if !revoked && !sockets.iter().any(|s| s.id == sid) {
+                sockets.push(socket);
+            }
+        }
+        sockets
     }
 
     /// One feeding round: every socket behind the live stream gets the next part of the

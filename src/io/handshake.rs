@@ -52,7 +52,7 @@ const EXPIRY_SWEEP_MAX_SLEEP: Duration = Duration::from_secs(60);
 /// What the bridge remembers about a connected socket (kept in the socket's extensions).
 #[derive(Debug, Clone)]
 pub(super) struct Session {
-    /// Who it is and the rooms it is in (besides its socket-id room).
+    /// Who it is and the rooms it is in.
     pub principal: Arc<Principal>,
     /// The access epoch its handshake saw.
     pub epoch: u64,
@@ -147,7 +147,6 @@ pub(super) fn authenticate<A: Adapter>(
         }
     };
     super::emit::catch_up_from(shared, socket, auth);
-    socket.join(socket.id.to_string());
     if subscriptions::attach(shared, socket, auth, &principal.rooms) {
         socket.join(principal.rooms.clone());
     }
@@ -278,7 +277,7 @@ fn move_to<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, session: &Session
     subscriptions::recheck(shared, socket);
 }
 
-/// Takes access away at once: out of every room (the socket-id room too) and into
+/// Takes access away at once: out of every room and into
 /// [`REVOKED_ROOM`], with no send buffer involved; then disconnects, retrying while the
 /// buffer is full.
 fn revoke<A: Adapter>(shared: &Shared, socket: SocketRef<A>, session: &Session, e: &AuthError) {
