@@ -234,12 +234,12 @@ pub(super) fn attach<A: Adapter>(
                     let res = within_allowance(&shared, &s)
                         .and_then(|()| joinable(&shared, data.ok().as_ref()))
                         .inspect(|room| {
-                        if join {
-                            s.join(room.clone());
-                        } else {
-                            s.leave(room.clone());
-                        }
-                    });
+                            if join {
+                                s.join(room.clone());
+                            } else {
+                                s.leave(room.clone());
+                            }
+                        });
                     answer(event, &s, ack, false, res);
                 },
             );
