@@ -869,3 +869,87 @@ fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A client on HTTP long-polling (as socket.io-client starts, and stays when WebSockets are
+/// blocked) that polls slowly during a burst: its queue never fills up to the point where its
+/// heartbeat cannot be queued (socketioxide closes such a socket), and it ends with every
+/// event, in order, once.
+#[tokio::test]
+async fn a_slow_polling_client_keeps_its_session_and_gets_everything_in_order() {
+    let rows = scaled(1000, 200);
+    let db = empty_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = BridgeProcess::start(
+        &db,
+        dir.path(),
+        "[io]\nmax_buffered_events = 64\nping_interval_ms = 400\nping_timeout_ms = 5000",
+    )
+    .await;
+    let http = crate::support::bridge::http_client().unwrap();
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", bridge.addr);
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    let url = format!("{base}&sid={}", open["sid"].as_str().unwrap());
+    let post = |body: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let res = http.post(&url).body(body).send().await.unwrap();
+            assert_eq!(
+                res.status(),
+                200,
+                "POST {body}: {}",
+                res.text().await.unwrap()
+            );
+        }
+    };
+    post("40").await;
+    let log = Log::default();
+    let sql = db.db.client().await;
+    let mut connected = false;
+    let mut pings = 0;
+    let writer = tokio::spawn(async move {
+        write_rows(&sql, 1, rows, 10).await;
+        sql
+    });
+    let deadline = Instant::now() + LONG;
+    while log.creates().len() < rows {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {rows} creates",
+            log.creates().len()
+        );
+        let res = http.get(&url).send().await.unwrap();
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert_eq!(
+            status,
+            200,
+            "the session was closed after {} creates and {pings} pings: {body}",
+            log.creates().len()
+        );
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                pings += 1;
+                post("3").await;
+            } else if packet.starts_with("40") {
+                connected = true;
+            } else if let Some(event) = packet.strip_prefix("42") {
+                let args: Vec<Value> = serde_json::from_str(event).unwrap();
+                log.push(Seen {
+                    event: args[0].as_str().unwrap().to_owned(),
+                    data: args.get(1).cloned().unwrap_or(Value::Null),
+                    offset: args.last().and_then(Value::as_str).map(str::to_owned),
+                });
+            } else {
+                panic!("unexpected packet {packet:?}");
+            }
+        }
+        // A slow client: one poll every 250 ms, at most 64 packets each.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    writer.await.unwrap();
+    assert!(connected, "the CONNECT arrived");
+    assert!(pings > 0, "the heartbeat ran while the client was behind");
+    assert_all_in_order(&log, rows, "polling client");
+    eprintln!("slow polling client: {rows} creates, {pings} pings answered");
+}

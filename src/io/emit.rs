@@ -205,16 +205,17 @@ impl<A: Adapter> Emitter<A> {
     }
 
     /// One feeding round: every socket behind the live stream gets the next part of the
-    /// buffer.
-    pub(super) fn feed_behind(&self) {
+    /// buffer. Whether any socket moved on (then another round may move it further at once).
+    pub(super) fn feed_behind(&self) -> bool {
         let mut replay = self.shared.hub.lock();
         let mut flows = self.shared.lock_flows();
         if self.shared.gc_due() {
             flows.retain(|sid| self.io.get_socket(sid).is_some());
         }
         if replay.behind.is_empty() {
-            return;
+            return false;
         }
+        let mut moved = false;
         let sids: Vec<Sid> = replay.behind.keys().copied().collect();
         for sid in sids {
             let Some(behind) = replay.behind.remove(&sid) else {
@@ -229,8 +230,9 @@ impl<A: Adapter> Emitter<A> {
             let Some(socket) = self.io.get_socket(sid) else {
                 continue;
             };
-            feed_socket(&self.shared, &mut replay, &mut flows, &socket, behind);
+            moved |= feed_socket(&self.shared, &mut replay, &mut flows, &socket, behind);
         }
+        moved
     }
 
     /// Starts the task that feeds sockets behind the live stream; it ends with
@@ -242,9 +244,19 @@ impl<A: Adapter> Emitter<A> {
             let mut tick = tokio::time::interval(FEED_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // While sockets drain as fast as they are fed, feed them again at once (after
+                // letting their writers run); once every one waits for its connection, on the
+                // next tick.
+                if emitter.feed_behind() {
+                    tokio::task::yield_now().await;
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = tick.tick() => emitter.feed_behind(),
+                    _ = tick.tick() => {}
                 }
             }
         });
@@ -263,13 +275,15 @@ pub(super) fn start_catch_up<A: Adapter>(shared: &Shared, socket: &SocketRef<A>)
 }
 
 /// Feeds one socket (taken out of `replay.behind`) and puts it back if it is still behind.
+/// Whether it moved on in the buffer.
 fn feed_socket<A: Adapter>(
     shared: &Shared,
     replay: &mut Replay<Sid>,
     flows: &mut Flows,
     socket: &SocketRef<A>,
     mut behind: Behind,
-) {
+) -> bool {
+    let was_at = behind.after;
     let fed = replay.feed(&mut behind, FEED_STEP, |entry| {
         if !may_receive(shared, socket, entry) {
             return Sent::NotForIt;
@@ -283,6 +297,7 @@ fn feed_socket<A: Adapter>(
         }
         sent
     });
+    let moved = behind.after != was_at;
     match fed {
         Fed::CaughtUp => {
             debug!(socket = %socket.id, at = %behind.after, "socket caught up; live again");
@@ -310,6 +325,7 @@ fn feed_socket<A: Adapter>(
             }
         }
     }
+    moved
 }
 
 /// Queues one entry for one socket, with its offset as the last argument.

@@ -104,7 +104,9 @@ pub fn build(
     let svc = tower::ServiceBuilder::new()
         .map_request(slim_request)
         .service(svc);
-    let mut socket_io = Router::new().fallback_service(svc);
+    let mut socket_io = Router::new()
+        .fallback_service(svc)
+        .layer(middleware::from_fn(super::flow::count_polling));
     if let Some(cors) = &opts.io.cors {
         socket_io = socket_io.layer(cors_layer(cors));
     }
