@@ -58,6 +58,10 @@ pub const DEFAULT_CLIENT_EVENTS_PER_SECOND: u32 = 10;
 /// Client events one socket may send in a burst above the rate (a page that sends a few at
 /// load).
 pub const DEFAULT_CLIENT_EVENTS_BURST: u32 = 20;
+
+/// Default `[io] max_subscriptions_per_socket`: a page following a list of entries, with room
+/// to spare; each subscription is a room the socket is in.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 100;
 /// Webhook calls in flight at once over all sockets; more are refused at once (the ack says
 /// so) instead of queuing without bound in front of Strapi.
 pub const DEFAULT_WEBHOOK_MAX_IN_FLIGHT: usize = 64;
@@ -308,6 +312,8 @@ pub struct RawIo {
     pub client_events_per_second: Option<u32>,
     /// Client events per socket allowed in a burst.
     pub client_events_burst: Option<u32>,
+    /// Subscriptions one socket may hold.
+    pub max_subscriptions_per_socket: Option<usize>,
 }
 
 /// `[io.cors]`
@@ -984,6 +990,8 @@ pub struct IoLimits {
     pub client_events_per_second: u32,
     /// `[io] client_events_burst`: the allowance's size.
     pub client_events_burst: u32,
+    /// `[io] max_subscriptions_per_socket`: subscriptions one socket may hold.
+    pub max_subscriptions_per_socket: usize,
     /// `[webhooks] secret` / `STRAPI_IO_WEBHOOK_SECRET`: the HMAC key webhook requests are
     /// signed with; required when a webhook handler is configured.
     pub webhook_secret: Option<Secret>,
@@ -1004,6 +1012,7 @@ impl Default for IoLimits {
             http_max_body_bytes: payload,
             client_events_per_second: DEFAULT_CLIENT_EVENTS_PER_SECOND,
             client_events_burst: DEFAULT_CLIENT_EVENTS_BURST,
+            max_subscriptions_per_socket: DEFAULT_MAX_SUBSCRIPTIONS_PER_SOCKET,
             webhook_secret: None,
             webhook_max_in_flight: DEFAULT_WEBHOOK_MAX_IN_FLIGHT,
             webhook_max_response_bytes: DEFAULT_WEBHOOK_MAX_RESPONSE_BYTES,
@@ -1451,6 +1460,11 @@ fn resolve_limits(
             "must be greater than 0 (to ignore client events, configure no [[events]] for them)",
         ));
     }
+    let max_subscriptions_per_socket = positive(
+        raw.max_subscriptions_per_socket,
+        defaults.max_subscriptions_per_socket,
+        "io.max_subscriptions_per_socket",
+    )?;
     let hooks = &src.file.webhooks;
     let webhook_max_in_flight = positive(
         hooks.max_in_flight,
@@ -1520,6 +1534,7 @@ fn resolve_limits(
         http_max_body_bytes: payload,
         client_events_per_second,
         client_events_burst,
+        max_subscriptions_per_socket,
         webhook_secret: webhook_secret.map(Secret::new),
         webhook_max_in_flight,
         webhook_max_response_bytes,

@@ -209,6 +209,9 @@ pub enum AuthError {
     /// `auth.subscribe` is neither `"explicit"` nor `"roles"`.
     #[error("auth.subscribe must be \"explicit\" or left out")]
     BadSubscribeMode,
+    /// `auth.subscriptions` is not a list, or holds more than a socket may.
+    #[error("{0}")]
+    BadSubscriptions(String),
 }
 
 /// One event, to the rooms allowed to read it.

@@ -128,6 +128,7 @@ impl<A: Adapter> Emitter<A> {
             payload: delivery.payload.clone(),
             target: Target::Rooms(rooms),
             rule: None,
+            entry_id: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
         });
@@ -150,6 +151,7 @@ impl<A: Adapter> Emitter<A> {
                 .as_ref()
                 .map_or(Target::Everyone, |r| Target::Rooms(Arc::from(r.as_slice()))),
             rule: None,
+            entry_id: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
         });
@@ -359,7 +361,9 @@ fn may_receive<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, entry: &Entry
     } else {
         &[]
     };
-    if subscriptions::joined_any(shared, socket, rooms) {
+    if subscriptions::joined_any(shared, socket, rooms)
+        || subscriptions::subscribed_to(socket, entry)
+    {
         return true;
     }
     let id = socket.id.to_string();

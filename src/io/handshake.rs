@@ -123,6 +123,7 @@ fn reason(e: &AuthError) -> &'static str {
         AuthError::TokenExpired => "token_expired",
         AuthError::NotReady => "not_ready",
         AuthError::BadSubscribeMode => "bad_subscribe_mode",
+        AuthError::BadSubscriptions(_) => "bad_subscriptions",
     }
 }
 
@@ -134,7 +135,7 @@ pub(super) fn authenticate<A: Adapter>(
     auth: Option<&Value>,
 ) -> Result<(), AuthError> {
     let epoch = shared.access_epoch.load(Ordering::SeqCst);
-    let principal = subscriptions::check_mode(auth)
+    let principal = subscriptions::check_mode(shared, auth)
         .and_then(|()| credentials(auth))
         .and_then(|(token, strategy)| shared.access.authenticate(token, strategy));
     let principal = match principal {
@@ -146,7 +147,7 @@ pub(super) fn authenticate<A: Adapter>(
         }
     };
     super::emit::catch_up_from(shared, socket, auth);
-    if subscriptions::attach(shared, socket, auth) {
+    if subscriptions::attach(shared, socket, auth, &principal.rooms) {
         socket.join(principal.rooms.clone());
     }
     shared.expiries.note(principal.expires_at);
@@ -186,6 +187,7 @@ pub(super) fn connected<A: Adapter>(shared: &Arc<Shared>, socket: SocketRef<A>) 
     if shared.access_epoch.load(Ordering::SeqCst) != session.epoch {
         recheck(shared, socket.clone());
     }
+    subscriptions::report_refused(&socket);
     super::emit::start_catch_up(shared, &socket);
     events::on_connection(shared, &socket);
 }
