@@ -953,3 +953,103 @@ async fn a_slow_polling_client_keeps_its_session_and_gets_everything_in_order() 
     assert_all_in_order(&log, rows, "polling client");
     eprintln!("slow polling client: {rows} creates, {pings} pings answered");
 }
+
+/// A change `run` cannot build yet (an UPDATE whose unchanged TOASTed value must be read back
+/// while the database takes no new sessions and the bridge's SQL session is gone) is neither
+/// skipped nor confirmed: the bridge holds, sends nothing after it meanwhile and confirms
+/// nothing past it, and sends it, whole, once the database answers again.
+#[tokio::test]
+async fn a_change_that_cannot_be_built_yet_is_held_not_skipped_and_not_confirmed() {
+    let db = empty_db().await;
+    db.sql(
+        "INSERT INTO messages (id, text, rich, created_at, updated_at, published_at) \
+         VALUES (9, 'big', (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 400)), \
+           now(), now(), now()); \
+         ALTER TABLE messages REPLICA IDENTITY DEFAULT",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = BridgeProcess::start(&db, dir.path(), "[delivery]\nreplay_window = \"1s\"").await;
+    let log = Log::default();
+    let client = RustClient::connect(bridge.addr, json!({}), &log).await;
+    let sql = db.db.client().await;
+    let rich: String = sql
+        .query_one("SELECT rich FROM messages WHERE id = 9", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let name = db.db.name().to_owned();
+    let slot = db.db.slot();
+    let confirmed_sql = format!(
+        "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint FROM pg_replication_slots \
+         WHERE slot_name = '{slot}'"
+    );
+    let confirmed = async |sql: &tokio_postgres::Client| -> i64 {
+        sql.query_one(&confirmed_sql, &[]).await.unwrap().get(0)
+    };
+
+    // From another database (one cannot refuse connections to the current one).
+    let (admin, conn) = tokio_postgres::connect(
+        &db.db.cluster().superuser_url("postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // No new sessions, and the bridge's SQL session (not its replication one) ended.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE datname = '{name}' AND backend_type = 'client backend' \
+            AND pid <> {}",
+            sql.query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+        ))
+        .await
+        .unwrap();
+    let before_update = wal_position(&sql).await;
+    sql.batch_execute("UPDATE messages SET likes = 7 WHERE id = 9")
+        .await
+        .unwrap();
+    write_rows(&sql, 100, 1, 1).await;
+    wait::until("the bridge to wait for its SQL session", LONG, || async {
+        let text = bridge.log_text();
+        text.contains("SQL connection lost; reconnecting") || text.contains("retrying")
+    })
+    .await;
+    // Held: a few seconds more pass, several times the replay window.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let held = log.snapshot();
+    assert!(
+        held.iter()
+            .all(|s| s.event != "message:update" && s.event != "message:create"),
+        "sent while the change before was held: {held:?}"
+    );
+    let confirmed_while_held = confirmed(&sql).await;
+    assert!(
+        confirmed_while_held <= before_update,
+        "confirmed {confirmed_while_held} past the held change (before it: {before_update})"
+    );
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    log.wait_creates(1, "the create after the held change")
+        .await;
+    let seen = log.snapshot();
+    let events: Vec<&str> = seen.iter().map(|s| s.event.as_str()).collect();
+    assert_eq!(events, ["message:update", "message:create"], "{seen:?}");
+    assert_eq!(seen[0].data["data"]["attributes"]["rich"], json!(rich));
+    assert_eq!(seen[0].data["data"]["attributes"]["likes"], json!(7));
+    let after = wal_position(&sql).await;
+    wait::until("the slot confirmed past the change", LONG, || async {
+        confirmed(&sql).await > before_update
+    })
+    .await;
+    assert!(after > before_update);
+    client.close().await;
+}
