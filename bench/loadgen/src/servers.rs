@@ -30,6 +30,54 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// Starts the bridge and waits until it streams (`/readyz` 200).
 pub async fn bridge(ctx: &Ctx, tag: &str) -> Result<Server> {
+    bridge_with(ctx, tag, None).await
+}
+
+/// Heartbeat settings for a server under test (`[io] ping_interval_ms` / `ping_timeout_ms`
+/// of the bridge, `pingInterval` / `pingTimeout` of socket.io).
+#[derive(Debug, Clone, Copy)]
+pub struct Pings {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+/// The bridge's configuration file with `[io]` ping settings added (a copy in the work folder).
+fn config_with_pings(ctx: &Ctx, tag: &str, pings: Pings) -> Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(&ctx.args.bridge_config)
+        .with_context(|| format!("reading {}", ctx.args.bridge_config.display()))?;
+    let keys = format!(
+        "ping_interval_ms = {}\nping_timeout_ms = {}\n",
+        pings.interval_ms, pings.timeout_ms
+    );
+    let mut out = String::new();
+    let mut added = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if !added && (t.starts_with("ping_interval_ms") || t.starts_with("ping_timeout_ms")) {
+            bail!("the bridge config already sets the pings; the memory phase sets them itself");
+        }
+        out.push_str(line);
+        out.push('\n');
+        if t == "[io]" {
+            out.push_str(&keys);
+            added = true;
+        }
+    }
+    if !added {
+        out.push_str("\n[io]\n");
+        out.push_str(&keys);
+    }
+    let path = ctx.work.join(format!("bridge-{tag}.toml"));
+    std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// [`bridge`] with other heartbeat settings.
+pub async fn bridge_with(ctx: &Ctx, tag: &str, pings: Option<Pings>) -> Result<Server> {
+    let config = match pings {
+        Some(p) => config_with_pings(ctx, tag, p)?,
+        None => ctx.args.bridge_config.clone(),
+    };
     let addr = loopback(proc::free_port()?);
     let log_path = ctx.work.join(format!("bridge-{tag}.log"));
     let log = std::fs::File::create(&log_path)
@@ -37,7 +85,7 @@ pub async fn bridge(ctx: &Ctx, tag: &str) -> Result<Server> {
     let mut child = Command::new(&ctx.args.bridge)
         .arg("run")
         .arg("--config")
-        .arg(&ctx.args.bridge_config)
+        .arg(&config)
         .arg("--listen")
         .arg(addr.to_string())
         .stdin(Stdio::null())
@@ -80,25 +128,64 @@ pub async fn bridge(ctx: &Ctx, tag: &str) -> Result<Server> {
 
 /// Starts the Node socket.io baseline server.
 pub async fn node(ctx: &Ctx, tag: &str) -> Result<Server> {
+    node_with(ctx, tag, None).await
+}
+
+/// [`node`] with other heartbeat settings.
+pub async fn node_with(ctx: &Ctx, tag: &str, pings: Option<Pings>) -> Result<Server> {
+    let mut cmd = Command::new("node");
+    cmd.arg(ctx.args.node_dir.join("server.mjs"))
+        .current_dir(&ctx.args.node_dir);
+    if let Some(p) = pings {
+        cmd.arg("--ping-interval")
+            .arg(p.interval_ms.to_string())
+            .arg("--ping-timeout")
+            .arg(p.timeout_ms.to_string());
+    }
+    controlled(ctx, "node", tag, cmd).await
+}
+
+/// Starts the write floor (`strapi-io-floor`, next to this program): accepts the same clients
+/// and writes one frame to every socket on command.
+pub async fn floor(ctx: &Ctx, tag: &str) -> Result<Server> {
+    let exe = std::env::current_exe().context("locating the load tool")?;
+    let bin = exe
+        .parent()
+        .context("the load tool has no folder")?
+        .join("strapi-io-floor");
+    if !bin.exists() {
+        bail!(
+            "{} is missing (it is built with the load tool: cargo build --manifest-path bench/loadgen/Cargo.toml)",
+            bin.display()
+        );
+    }
+    controlled(ctx, "floor", tag, Command::new(bin)).await
+}
+
+/// A server driven through a control port (`--port`, `--control-port`, prints `ready`).
+async fn controlled(
+    ctx: &Ctx,
+    name: &'static str,
+    tag: &str,
+    mut cmd: Command,
+) -> Result<Server> {
     let addr = loopback(proc::free_port()?);
     let control = loopback(proc::free_port()?);
-    let log_path = ctx.work.join(format!("node-{tag}.log"));
+    let log_path = ctx.work.join(format!("{name}-{tag}.log"));
     let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new("node")
-        .arg(ctx.args.node_dir.join("server.mjs"))
+    let mut child = cmd
         .arg("--port")
         .arg(addr.port().to_string())
         .arg("--control-port")
         .arg(control.port().to_string())
-        .current_dir(&ctx.args.node_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .context("starting node")?;
-    let pid = child.id().context("node has no pid")?;
-    let stdout = child.stdout.take().context("node stdout")?;
+        .with_context(|| format!("starting the {name} server"))?;
+    let pid = child.id().context("no pid")?;
+    let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await? {
@@ -112,7 +199,7 @@ pub async fn node(ctx: &Ctx, tag: &str) -> Result<Server> {
     match ready {
         Ok(Ok(true)) => {}
         _ => bail!(
-            "the Node baseline server did not start; see {}:\n{}",
+            "the {name} server did not start; see {}:\n{}",
             log_path.display(),
             tail(&log_path, 20)
         ),
@@ -120,7 +207,7 @@ pub async fn node(ctx: &Ctx, tag: &str) -> Result<Server> {
     // Keep draining stdout so the server never blocks on it.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Server {
-        name: "node",
+        name,
         pid,
         addr,
         control: Some(control),
