@@ -158,8 +158,9 @@ impl Http {
                     self.fill().await?;
                 };
                 let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                    .context("chunk size")?;
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .context("chunk size")?;
                 self.buf.drain(..line_end + 2);
                 while self.buf.len() < size + 2 {
                     self.fill().await?;
@@ -208,21 +209,29 @@ async fn handshake_polling(
     }
     let v: serde_json::Value =
         serde_json::from_str(&open[1..]).context("the open packet is not JSON")?;
-    let sid = v["sid"].as_str().context("no sid in the open packet")?.to_owned();
+    let sid = v["sid"]
+        .as_str()
+        .context("no sid in the open packet")?
+        .to_owned();
     let with_sid = format!("{base}&sid={sid}");
-    let (status, body) = http.request("POST", &format!("{with_sid}&t=b"), &connect_packet(token)).await?;
+    let (status, body) = http
+        .request("POST", &format!("{with_sid}&t=b"), &connect_packet(token))
+        .await?;
     if status != 200 {
         bail!("polling connect: HTTP {status}: {body:.120}");
     }
     'ack: for k in 0..20 {
-        let (status, body) = http.request("GET", &format!("{with_sid}&t=c{k}"), "").await?;
+        let (status, body) = http
+            .request("GET", &format!("{with_sid}&t=c{k}"), "")
+            .await?;
         if status != 200 {
             bail!("polling read: HTTP {status}: {body:.120}");
         }
         for packet in body.split('\u{1e}') {
             if packet == "2" {
                 pings.fetch_add(1, Ordering::Relaxed);
-                http.request("POST", &format!("{with_sid}&t=p{k}"), "3").await?;
+                http.request("POST", &format!("{with_sid}&t=p{k}"), "3")
+                    .await?;
             } else if packet.starts_with("40") {
                 break 'ack;
             } else if packet.starts_with("44") {
@@ -233,7 +242,9 @@ async fn handshake_polling(
             bail!("no connect acknowledgement over polling");
         }
     }
-    let tcp = TcpStream::connect(addr).await.context("TCP connect (upgrade)")?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .context("TCP connect (upgrade)")?;
     tcp.set_nodelay(true)?;
     let url = format!("ws://{addr}{path}/?EIO=4&transport=websocket&sid={sid}");
     let (mut ws, _) = client_async_with_config(url, tcp, Some(ws_config()))

@@ -163,12 +163,7 @@ pub async fn floor(ctx: &Ctx, tag: &str) -> Result<Server> {
 }
 
 /// A server driven through a control port (`--port`, `--control-port`, prints `ready`).
-async fn controlled(
-    ctx: &Ctx,
-    name: &'static str,
-    tag: &str,
-    mut cmd: Command,
-) -> Result<Server> {
+async fn controlled(ctx: &Ctx, name: &'static str, tag: &str, mut cmd: Command) -> Result<Server> {
     let addr = loopback(proc::free_port()?);
     let control = loopback(proc::free_port()?);
     let log_path = ctx.work.join(format!("{name}-{tag}.log"));
