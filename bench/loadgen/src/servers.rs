@@ -41,41 +41,74 @@ pub struct Pings {
     pub timeout_ms: u64,
 }
 
-/// The bridge's configuration file with `[io]` ping settings added (a copy in the work folder).
-fn config_with_pings(ctx: &Ctx, tag: &str, pings: Pings) -> Result<std::path::PathBuf> {
+/// Settings the benchmark adds to a copy of the bridge's configuration file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra {
+    /// `[io] ping_interval_ms` / `ping_timeout_ms`.
+    pub pings: Option<Pings>,
+    /// `[delivery] replay_window`.
+    pub replay_window: Option<&'static str>,
+}
+
+/// A copy of the bridge's configuration file (in the work folder) with `extra` added.
+fn config_with(ctx: &Ctx, tag: &str, extra: Extra) -> Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(&ctx.args.bridge_config)
         .with_context(|| format!("reading {}", ctx.args.bridge_config.display()))?;
-    let keys = format!(
-        "ping_interval_ms = {}\nping_timeout_ms = {}\n",
-        pings.interval_ms, pings.timeout_ms
-    );
+    let mut sections: Vec<(&str, Vec<String>)> = Vec::new();
+    if let Some(p) = extra.pings {
+        sections.push((
+            "[io]",
+            vec![
+                format!("ping_interval_ms = {}", p.interval_ms),
+                format!("ping_timeout_ms = {}", p.timeout_ms),
+            ],
+        ));
+    }
+    if let Some(w) = extra.replay_window {
+        sections.push(("[delivery]", vec![format!("replay_window = \"{w}\"")]));
+    }
     let mut out = String::new();
-    let mut added = false;
+    let mut added = vec![false; sections.len()];
     for line in text.lines() {
         let t = line.trim();
-        if !added && (t.starts_with("ping_interval_ms") || t.starts_with("ping_timeout_ms")) {
-            bail!("the bridge config already sets the pings; the memory phase sets them itself");
+        for (_, keys) in &sections {
+            for k in keys {
+                let name = k.split(' ').next().unwrap_or("");
+                if t.starts_with(name) && t[name.len()..].trim_start().starts_with('=') {
+                    bail!("the bridge config already sets {name}; the benchmark sets it itself");
+                }
+            }
         }
         out.push_str(line);
         out.push('\n');
-        if t == "[io]" {
-            out.push_str(&keys);
-            added = true;
+        for (i, (header, keys)) in sections.iter().enumerate() {
+            if t == *header {
+                for k in keys {
+                    out.push_str(k);
+                    out.push('\n');
+                }
+                added[i] = true;
+            }
         }
     }
-    if !added {
-        out.push_str("\n[io]\n");
-        out.push_str(&keys);
+    for (i, (header, keys)) in sections.iter().enumerate() {
+        if !added[i] {
+            out.push_str(&format!("\n{header}\n"));
+            for k in keys {
+                out.push_str(k);
+                out.push('\n');
+            }
+        }
     }
     let path = ctx.work.join(format!("bridge-{tag}.toml"));
     std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
-/// [`bridge`] with other heartbeat settings.
-pub async fn bridge_with(ctx: &Ctx, tag: &str, pings: Option<Pings>) -> Result<Server> {
-    let config = match pings {
-        Some(p) => config_with_pings(ctx, tag, p)?,
+/// [`bridge`] with settings added to its configuration.
+pub async fn bridge_with(ctx: &Ctx, tag: &str, extra: Option<Extra>) -> Result<Server> {
+    let config = match extra {
+        Some(e) => config_with(ctx, tag, e)?,
         None => ctx.args.bridge_config.clone(),
     };
     let addr = loopback(proc::free_port()?);
@@ -116,6 +149,41 @@ pub async fn bridge_with(ctx: &Ctx, tag: &str, pings: Option<Pings>) -> Result<S
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A restarted bridge first rebuilds its replay buffer from the slot (the events of the last
+    // minutes, which earlier phases wrote); clients connecting before that get no events.
+    let rebuilt = Instant::now();
+    loop {
+        let metrics = match proc::http_get(addr, "/metrics").await {
+            Ok((200, body)) => body,
+            _ => String::new(),
+        };
+        if !metrics.contains("strapi_io_replay_rebuild_seconds")
+            || proc::metric_sum(&metrics, "strapi_io_replay_rebuild_seconds") > 0.0
+        {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the bridge exited ({status}) while rebuilding its replay buffer; see {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 20)
+            );
+        }
+        if rebuilt.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill().await;
+            bail!(
+                "the bridge did not finish rebuilding its replay buffer within 180 s; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if rebuilt.elapsed() > Duration::from_secs(1) {
+        println!(
+            "    (the bridge took {:.1} s to rebuild its replay buffer before accepting clients)",
+            rebuilt.elapsed().as_secs_f64()
+        );
     }
     Ok(Server {
         name: "bridge",

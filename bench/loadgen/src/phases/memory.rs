@@ -16,10 +16,15 @@ use serde_json::{Value, json};
 use super::{public, set_payload, thousands, three_roles};
 use crate::client::{Handshake, Swarm};
 use crate::report::Report;
-use crate::servers::{Pings, Server};
+use crate::servers::{Extra, Pings, Server};
 use crate::stats::round3;
 use crate::trigger;
 use crate::{Ctx, proc, servers};
+
+/// `[delivery] replay_window` of the memory phase's bridges: the replay buffer (every event of
+/// the last 2 minutes by default, up to 64 MiB, shared by all sockets) would otherwise hold what
+/// earlier phases wrote and shrink while the per-socket figures are measured.
+const REPLAY_WINDOW: &str = "1s";
 
 /// Heartbeats every client must have answered before the second measurement.
 const HEARTBEATS: u32 = 32;
@@ -77,7 +82,15 @@ async fn idle(ctx: &Ctx, node: bool, how: Handshake, n: usize, pings: Pings) -> 
     let server = if node {
         servers::node_with(ctx, &tag, Some(pings)).await?
     } else {
-        servers::bridge_with(ctx, &tag, Some(pings)).await?
+        servers::bridge_with(
+            ctx,
+            &tag,
+            Some(Extra {
+                pings: Some(pings),
+                replay_window: Some(REPLAY_WINDOW),
+            }),
+        )
+        .await?
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_kb = server.rss_kb();
@@ -165,7 +178,15 @@ async fn burst(ctx: &Ctx, node: bool, n: usize, events: u32, deadline_s: u64) ->
     let server = if node {
         servers::node(ctx, "memory-burst").await?
     } else {
-        servers::bridge(ctx, "memory-burst").await?
+        servers::bridge_with(
+            ctx,
+            "memory-burst",
+            Some(Extra {
+                pings: None,
+                replay_window: Some(REPLAY_WINDOW),
+            }),
+        )
+        .await?
     };
     if let Some(control) = server.control {
         set_payload(ctx, control).await?;
