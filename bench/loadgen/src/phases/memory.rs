@@ -26,6 +26,9 @@ use crate::{Ctx, proc, servers};
 /// earlier phases wrote and shrink while the per-socket figures are measured.
 const REPLAY_WINDOW: &str = "1s";
 
+/// Largest burst (clients × events) the Node server is given (it buffers a copy per socket).
+const NODE_BURST_MAX_FRAMES: u64 = 4_000_000;
+
 /// Heartbeats every client must have answered before the second measurement.
 const HEARTBEATS: u32 = 32;
 
@@ -296,6 +299,18 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let mut bursts: Vec<(&str, Burst)> = Vec::new();
     for (node, name) in [(false, "bridge"), (true, "node")] {
         if !a.burst_servers.contains(name) {
+            continue;
+        }
+        // Node keeps a copy of each frame per socket while the socket is behind: with 10,000
+        // sockets and 2,000 events that is over 10 GB on a shared machine.
+        let frames = burst_n as u64 * u64::from(burst_events);
+        if node && frames > NODE_BURST_MAX_FRAMES {
+            println!(
+                "    node: burst skipped ({} frames would be buffered, about {:.1} GB; at most {} with --burst-clients / --burst-events)",
+                thousands(frames as f64),
+                frames as f64 * 700.0 / 1e9,
+                thousands(NODE_BURST_MAX_FRAMES as f64)
+            );
             continue;
         }
         println!("    {name}: {burst_events} events in one go to {burst_n} websocket clients");
