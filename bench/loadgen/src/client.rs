@@ -112,6 +112,12 @@ struct Http {
 impl Http {
     /// Sends a request and reads the response: status and body (Content-Length or chunked).
     async fn request(&mut self, method: &str, target: &str, body: &str) -> Result<(u16, String)> {
+        self.send(method, target, body).await?;
+        self.response().await
+    }
+
+    /// Writes a request.
+    async fn send(&mut self, method: &str, target: &str, body: &str) -> Result<()> {
         let mut req = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\nConnection: keep-alive\r\n",
             self.host
@@ -125,6 +131,11 @@ impl Http {
         req.push_str("\r\n");
         req.push_str(body);
         self.tcp.write_all(req.as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Reads a response: status and body.
+    async fn response(&mut self) -> Result<(u16, String)> {
         let head_end = loop {
             if let Some(i) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -242,6 +253,9 @@ async fn handshake_polling(
             bail!("no connect acknowledgement over polling");
         }
     }
+    // socket.io-client keeps a long-poll GET open while it probes the websocket; the server
+    // answers it when the upgrade completes (a noop `6`, or what was queued, e.g. a ping).
+    http.send("GET", &format!("{with_sid}&t=u"), "").await?;
     let tcp = TcpStream::connect(addr)
         .await
         .context("TCP connect (upgrade)")?;
@@ -258,6 +272,14 @@ async fn handshake_polling(
         }
     }
     ws.send(Message::text("5")).await?;
+    if let Ok(Ok((_, body))) = tokio::time::timeout(Duration::from_secs(5), http.response()).await {
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                pings.fetch_add(1, Ordering::Relaxed);
+                ws.send(Message::text("3")).await?;
+            }
+        }
+    }
     drop(http);
     Ok(ws)
 }
@@ -515,7 +537,47 @@ impl Swarm {
 
 #[cfg(test)]
 mod tests {
-    use super::event_id;
+    use super::{Http, event_id};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The polling client reads responses with a length and chunked ones on one connection.
+    #[tokio::test]
+    async fn http_reads_length_and_chunked_bodies() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /socket.io/?EIO=4 HTTP/1.1\r\n"));
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n0{\"a\"")
+                .await
+                .unwrap();
+            let n = s.read(&mut buf).await.unwrap();
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(req.starts_with("POST /x HTTP/1.1\r\n"), "{req}");
+            assert!(req.contains("Content-Length: 2\r\n") && req.ends_with("\r\n\r\n40"));
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n40\r\n3\r\n\x1e2a\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        });
+        let mut http = Http {
+            tcp: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+            host: addr.to_string(),
+        };
+        assert_eq!(
+            http.request("GET", "/socket.io/?EIO=4", "").await.unwrap(),
+            (200, "0{\"a\"".to_owned())
+        );
+        assert_eq!(
+            http.request("POST", "/x", "40").await.unwrap(),
+            (200, "40\u{1e}2a".to_owned())
+        );
+        server.await.unwrap();
+    }
 
     #[test]
     fn reads_the_first_id() {
