@@ -38,11 +38,14 @@ pub const DEFAULT_PING_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 45_000;
 /// socket.io 4's default `maxHttpBufferSize` (1 MB).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
-/// Events a socket may have queued before new ones are dropped for it. Queued events share
-/// one serialized buffer, so a backlog costs little memory; 4096 lets a client fall a bulk
-/// import's burst behind without missing anything, while a socket that stopped reading cannot
-/// hold back everyone else.
+/// Slots of a socket's send channel (socketioxide's `max_buffer_size`). A socket whose
+/// unwritten events would fill it (less a reserve for its heartbeat) falls behind and is fed
+/// from the replay buffer as it drains.
 pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 4096;
+/// Bytes of events queued for one socket and not yet written, at most (plus one event). It
+/// bounds what a socket's writer batches into one write, and so the WebSocket write buffer,
+/// which keeps the largest size it reached for the socket's life.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024;
 /// The users-permissions public role's name, as the plugin's `publicRoleName` default.
 pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
 /// The `pg_logical_emit_message` prefix the bridge listens to.
@@ -55,6 +58,10 @@ pub const DEFAULT_CLIENT_EVENTS_PER_SECOND: u32 = 10;
 /// Client events one socket may send in a burst above the rate (a page that sends a few at
 /// load).
 pub const DEFAULT_CLIENT_EVENTS_BURST: u32 = 20;
+
+/// Default `[io] max_subscriptions_per_socket`: a page following a list of entries, with room
+/// to spare; each subscription is a room the socket is in.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 100;
 /// Webhook calls in flight at once over all sockets; more are refused at once (the ack says
 /// so) instead of queuing without bound in front of Strapi.
 pub const DEFAULT_WEBHOOK_MAX_IN_FLIGHT: usize = 64;
@@ -285,8 +292,10 @@ pub struct RawIo {
     pub connect_timeout_ms: Option<u64>,
     /// `maxHttpBufferSize`.
     pub max_payload_bytes: Option<u64>,
-    /// Events queued per socket before it misses new ones.
+    /// Events queued per socket before it is fed from the replay buffer instead.
     pub max_buffered_events: Option<usize>,
+    /// Unwritten bytes queued per socket before it is fed from the replay buffer instead.
+    pub max_buffered_bytes: Option<u64>,
     /// Largest payload sent whole; larger data events go out with the id only.
     pub max_event_bytes: Option<u64>,
     /// Allowed transports.
@@ -303,6 +312,8 @@ pub struct RawIo {
     pub client_events_per_second: Option<u32>,
     /// Client events per socket allowed in a burst.
     pub client_events_burst: Option<u32>,
+    /// Subscriptions one socket may hold.
+    pub max_subscriptions_per_socket: Option<usize>,
 }
 
 /// `[io.cors]`
@@ -802,8 +813,10 @@ pub struct IoConfig {
     pub connect_timeout: Duration,
     /// `maxHttpBufferSize`.
     pub max_payload_bytes: u64,
-    /// Events queued per socket before it misses new ones.
+    /// Events queued per socket before it is fed from the replay buffer instead.
     pub max_buffered_events: usize,
+    /// Unwritten bytes queued per socket before it is fed from the replay buffer instead.
+    pub max_buffered_bytes: u64,
     /// Largest event payload sent whole, in bytes.
     pub max_event_bytes: usize,
     /// Allowed transports.
@@ -977,6 +990,8 @@ pub struct IoLimits {
     pub client_events_per_second: u32,
     /// `[io] client_events_burst`: the allowance's size.
     pub client_events_burst: u32,
+    /// `[io] max_subscriptions_per_socket`: subscriptions one socket may hold.
+    pub max_subscriptions_per_socket: usize,
     /// `[webhooks] secret` / `STRAPI_IO_WEBHOOK_SECRET`: the HMAC key webhook requests are
     /// signed with; required when a webhook handler is configured.
     pub webhook_secret: Option<Secret>,
@@ -997,6 +1012,7 @@ impl Default for IoLimits {
             http_max_body_bytes: payload,
             client_events_per_second: DEFAULT_CLIENT_EVENTS_PER_SECOND,
             client_events_burst: DEFAULT_CLIENT_EVENTS_BURST,
+            max_subscriptions_per_socket: DEFAULT_MAX_SUBSCRIPTIONS_PER_SOCKET,
             webhook_secret: None,
             webhook_max_in_flight: DEFAULT_WEBHOOK_MAX_IN_FLIGHT,
             webhook_max_response_bytes: DEFAULT_WEBHOOK_MAX_RESPONSE_BYTES,
@@ -1311,6 +1327,13 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
             "must be greater than 0",
         ));
     }
+    let max_buffered_bytes = raw.max_buffered_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_BYTES);
+    if max_buffered_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "io.max_buffered_bytes",
+            "must be greater than 0",
+        ));
+    }
     let max_event_bytes = raw.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT_BYTES);
     if max_event_bytes == 0 {
         return Err(ConfigError::invalid(
@@ -1337,6 +1360,7 @@ fn resolve_io(raw: &RawIo) -> Result<IoConfig, ConfigError> {
         )?,
         max_payload_bytes,
         max_buffered_events,
+        max_buffered_bytes,
         max_event_bytes: usize::try_from(max_event_bytes).unwrap_or(usize::MAX),
         transports,
         cors,
@@ -1436,6 +1460,11 @@ fn resolve_limits(
             "must be greater than 0 (to ignore client events, configure no [[events]] for them)",
         ));
     }
+    let max_subscriptions_per_socket = positive(
+        raw.max_subscriptions_per_socket,
+        defaults.max_subscriptions_per_socket,
+        "io.max_subscriptions_per_socket",
+    )?;
     let hooks = &src.file.webhooks;
     let webhook_max_in_flight = positive(
         hooks.max_in_flight,
@@ -1505,6 +1534,7 @@ fn resolve_limits(
         http_max_body_bytes: payload,
         client_events_per_second,
         client_events_burst,
+        max_subscriptions_per_socket,
         webhook_secret: webhook_secret.map(Secret::new),
         webhook_max_in_flight,
         webhook_max_response_bytes,

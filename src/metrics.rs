@@ -20,7 +20,7 @@ use crate::health::Health;
 
 /// Gauge: sockets connected to the default namespace.
 pub const SOCKETS_CONNECTED: &str = "strapi_io_sockets_connected";
-/// Gauge, label `room`: sockets in each role or token room (socket-id rooms left out).
+/// Gauge, label `room`: sockets in each role or token room.
 pub const ROOM_SOCKETS: &str = "strapi_io_room_sockets";
 /// Counter, labels `content_type` (singularName) and `action`: content-type events emitted
 /// (once per event, however many rooms and sockets it reached). Custom action names beyond

@@ -503,6 +503,7 @@ impl Processor {
             payload,
             target,
             rule,
+            entry_id: None,
             keep_from: self.state.flushed,
             at_micros: self.stream.at_micros,
         }
@@ -526,6 +527,7 @@ impl Processor {
                     return;
                 };
                 if let Some(delivery) = self.access.authorize(event) {
+                    let entry_id = delivery.subject.as_ref().and_then(|s| s.entry_id);
                     let rooms = self
                         .emitter
                         .target_rooms(delivery.rooms, delivery.subject.as_ref());
@@ -536,7 +538,7 @@ impl Processor {
                         Target::Rooms(rooms),
                         Some(rule),
                     );
-                    self.emitter.publish(entry);
+                    self.emitter.publish(Entry { entry_id, ..entry });
                 }
             }
             ModelOutput::Raw(raw) => {

@@ -90,6 +90,17 @@ impl BridgeProcess {
     }
 
     async fn spawn(&mut self) {
+        self.spawn_process();
+        let url = format!("http://{}/readyz", self.addr);
+        wait::until("the bridge to be ready", LONG, || {
+            let url = url.clone();
+            async move { reqwest_get(&url).await.is_some_and(|(s, _)| s == 200) }
+        })
+        .await;
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    fn spawn_process(&mut self) {
         self.runs += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -111,12 +122,6 @@ impl BridgeProcess {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let url = format!("http://{}/readyz", self.addr);
-        wait::until("the bridge to be ready", LONG, || {
-            let url = url.clone();
-            async move { reqwest_get(&url).await.is_some_and(|(s, _)| s == 200) }
-        })
-        .await;
     }
 
     /// `kill -9`.
@@ -225,8 +230,22 @@ impl RustClient {
         log: &Log,
         stall: Option<(usize, Duration)>,
     ) -> RustClient {
+        match Self::try_connect_with(addr, auth, log, stall).await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A client, or why it could not connect (the bridge does not listen yet, or refused the
+    /// handshake).
+    async fn try_connect_with(
+        addr: SocketAddr,
+        auth: Value,
+        log: &Log,
+        stall: Option<(usize, Duration)>,
+    ) -> Result<RustClient, String> {
         let (tx, connected) = mpsc::unbounded_channel();
-        let (on_connect, on_close) = (tx.clone(), tx);
+        let (on_connect, on_close, on_error) = (tx.clone(), tx.clone(), tx);
         let log = log.clone();
         let count = Arc::new(Mutex::new(0usize));
         let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -243,6 +262,14 @@ impl RustClient {
             })
             .on(rust_socketio::Event::Close, move |_, _| {
                 let tx = on_close.clone();
+                async move {
+                    let _ = tx.send(false);
+                }
+                .boxed()
+            })
+            // A refused handshake (`connect_error`).
+            .on(rust_socketio::Event::Error, move |_, _| {
+                let tx = on_error.clone();
                 async move {
                     let _ = tx.send(false);
                 }
@@ -282,15 +309,17 @@ impl RustClient {
             })
             .connect()
             .await
-            .unwrap_or_else(|e| panic!("client cannot reach the bridge: {e}"));
+            .map_err(|e| format!("client cannot reach the bridge: {e}"))?;
         let mut c = RustClient {
             client,
             connected,
             active,
         };
         let up = tokio::time::timeout(Duration::from_secs(60), c.connected.recv()).await;
-        assert_eq!(up, Ok(Some(true)), "the client connects");
-        c
+        if up != Ok(Some(true)) {
+            return Err(format!("the client did not connect: {up:?}"));
+        }
+        Ok(c)
     }
 
     async fn close(self) {
@@ -590,6 +619,62 @@ async fn restart_mid_stream(graceful: bool) {
     );
 }
 
+/// A client without an offset that connects while a restarted bridge rebuilds its replay
+/// buffer from the slot waits until the buffer is rebuilt: it receives none of the window's
+/// events (it never asked for them), only what is committed after it connected.
+#[tokio::test]
+async fn a_new_client_connecting_while_the_buffer_is_rebuilt_gets_nothing_of_the_window() {
+    let rows = scaled(2000, 200);
+    let db = empty_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bridge = BridgeProcess::start(&db, dir.path(), "").await;
+    let log = Log::default();
+    let first = RustClient::connect(bridge.addr, json!({}), &log).await;
+    let sql = db.db.client().await;
+    write_rows(&sql, 1, rows, 10).await;
+    log.wait_creates(rows, "every create").await;
+    first.close().await;
+    bridge.kill().await;
+
+    // Connect as soon as the restarted bridge takes handshakes at all.
+    bridge.spawn_process();
+    let fresh = Log::default();
+    let client = wait::until_some("a connection to the restarted bridge", LONG, || async {
+        RustClient::try_connect_with(bridge.addr, json!({}), &fresh, None)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        bridge.log_text().contains("replay buffer rebuilt"),
+        "the handshake completed before the rebuild: {}",
+        bridge.log_text()
+    );
+    sql.batch_execute(
+        "SELECT pg_logical_emit_message(true, 'strapi_io', '{\"raw\":\"marker\",\"data\":1}')",
+    )
+    .await
+    .unwrap();
+    wait::until("the marker", LONG, || {
+        let got = fresh.snapshot().iter().any(|s| s.event == "marker");
+        async move { got }
+    })
+    .await;
+    let replayed = bridge
+        .metric("strapi_io_replay_rebuild_events")
+        .await
+        .unwrap_or(0.0);
+    assert!(replayed > 0.0, "the restarted bridge rebuilt the window");
+    let again = fresh.creates();
+    assert!(
+        again.is_empty(),
+        "{} events of the window sent again to a client that did not ask for them (ids {:?}…)",
+        again.len(),
+        &again[..again.len().min(5)]
+    );
+    client.close().await;
+}
+
 /// PostgreSQL restarts under the bridge: the replication session starts again from the slot
 /// (which trails by the replay window); what was handed on already is not sent twice.
 #[tokio::test]
@@ -783,4 +868,88 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A client on HTTP long-polling (as socket.io-client starts, and stays when WebSockets are
+/// blocked) that polls slowly during a burst: its queue never fills up to the point where its
+/// heartbeat cannot be queued (socketioxide closes such a socket), and it ends with every
+/// event, in order, once.
+#[tokio::test]
+async fn a_slow_polling_client_keeps_its_session_and_gets_everything_in_order() {
+    let rows = scaled(1000, 200);
+    let db = empty_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = BridgeProcess::start(
+        &db,
+        dir.path(),
+        "[io]\nmax_buffered_events = 64\nping_interval_ms = 400\nping_timeout_ms = 5000",
+    )
+    .await;
+    let http = crate::support::bridge::http_client().unwrap();
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", bridge.addr);
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    let url = format!("{base}&sid={}", open["sid"].as_str().unwrap());
+    let post = |body: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let res = http.post(&url).body(body).send().await.unwrap();
+            assert_eq!(
+                res.status(),
+                200,
+                "POST {body}: {}",
+                res.text().await.unwrap()
+            );
+        }
+    };
+    post("40").await;
+    let log = Log::default();
+    let sql = db.db.client().await;
+    let mut connected = false;
+    let mut pings = 0;
+    let writer = tokio::spawn(async move {
+        write_rows(&sql, 1, rows, 10).await;
+        sql
+    });
+    let deadline = Instant::now() + LONG;
+    while log.creates().len() < rows {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {rows} creates",
+            log.creates().len()
+        );
+        let res = http.get(&url).send().await.unwrap();
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert_eq!(
+            status,
+            200,
+            "the session was closed after {} creates and {pings} pings: {body}",
+            log.creates().len()
+        );
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                pings += 1;
+                post("3").await;
+            } else if packet.starts_with("40") {
+                connected = true;
+            } else if let Some(event) = packet.strip_prefix("42") {
+                let args: Vec<Value> = serde_json::from_str(event).unwrap();
+                log.push(Seen {
+                    event: args[0].as_str().unwrap().to_owned(),
+                    data: args.get(1).cloned().unwrap_or(Value::Null),
+                    offset: args.last().and_then(Value::as_str).map(str::to_owned),
+                });
+            } else {
+                panic!("unexpected packet {packet:?}");
+            }
+        }
+        // A slow client: one poll every 250 ms, at most 64 packets each.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    writer.await.unwrap();
+    assert!(connected, "the CONNECT arrived");
+    assert!(pings > 0, "the heartbeat ran while the client was behind");
+    assert_all_in_order(&log, rows, "polling client");
+    eprintln!("slow polling client: {rows} creates, {pings} pings answered");
 }

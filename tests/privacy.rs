@@ -556,6 +556,12 @@ async fn after_a_restart_the_replayed_older_schema_row_never_republishes_a_priva
     // private, and replays the older schema row and the entry from the slot.
     db.sql(&schema_edit("options,privateAttributes", "[]"))
         .await;
+    // Where a client that was connected before the deploy had got to.
+    let before: u64 = {
+        let lsn = db.db.psql("SELECT pg_current_wal_lsn()");
+        let (hi, lo) = lsn.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
     db.sql(
         "INSERT INTO messages (id, text, likes, created_at, updated_at, published_at) \
          VALUES (130, 'before the deploy', 42, now(), now(), now())",
@@ -594,20 +600,25 @@ async fn after_a_restart_the_replayed_older_schema_row_never_republishes_a_priva
             .is_some()
     })
     .await;
-    // `/healthz` answers before the load; handshakes are accepted once it is done.
-    let mut public = wait::until_some("a Public connection", wait::DEFAULT_TIMEOUT, || async {
-        let mut client = SioClient::connect(addr, json!({})).await;
-        match client.next().await {
-            crate::support::client::Got::Connected => Some(client),
-            _ => None,
-        }
-    })
-    .await;
+    // `/healthz` answers before the load; handshakes wait until the replay buffer is rebuilt,
+    // and this client, resuming from before the deploy, is sent what it missed.
+    let offset = format!("{before:016X}-00000000");
+    let connecting = tokio::spawn(async move {
+        wait::until_some("a Public connection", wait::DEFAULT_TIMEOUT, || async {
+            let mut client = SioClient::connect(addr, json!({ "offset": &offset })).await;
+            match client.next().await {
+                crate::support::client::Got::Connected => Some(client),
+                _ => None,
+            }
+        })
+        .await
+    });
 
     // The holder lets go; the bridge takes the slot and replays.
     hold.cancel();
     holder.await.unwrap().unwrap();
     drop(rx);
+    let mut public = connecting.await.unwrap();
     marker(&db, 7).await;
     let event = public.event("message:create").await;
     assert_eq!(event["data"]["id"], 130, "{event}");

@@ -142,6 +142,12 @@ async fn echo_headers(headers: HeaderMap) -> Response {
     )
 }
 
+/// How many bytes of `Cookie` arrived.
+async fn cookie_length(headers: HeaderMap) -> Response {
+    let len = headers.get(header::COOKIE).map_or(0, |v| v.len());
+    strapi_json(StatusCode::OK, &json!({ "cookie": len }))
+}
+
 /// A WebSocket echo server on `/ws`.
 async fn ws_echo(mut req: Request) -> Response {
     let key = req
@@ -195,6 +201,7 @@ async fn upstream() -> SocketAddr {
         .route("/api/upload", post(upload))
         .route("/large", get(large))
         .route("/headers", get(echo_headers))
+        .route("/cookie", get(cookie_length))
         .route("/ws", get(ws_echo));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -422,5 +429,60 @@ async fn an_unreachable_strapi_is_a_bad_gateway() {
     let bridge = Bridge::start(db.config(&config(closed))).await;
     let (status, _, _) = fetch(client().get(bridge.url("/api/messages"))).await;
     assert_eq!(status, 502);
+    bridge.stop().await.unwrap();
+}
+
+/// A cookie of `len` bytes, as a browser on a Strapi site sends several (the admin's JWT and
+/// session among them).
+fn big_cookie(len: usize) -> String {
+    let mut cookie = String::from("jwtToken=");
+    while cookie.len() < len {
+        cookie.push_str("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
+    }
+    cookie.truncate(len);
+    cookie
+}
+
+/// Request heads up to Node's default limit (16 KiB) pass: to Strapi through the proxy, and to
+/// Socket.IO on the same origin; a larger head is refused with 431, as Strapi would.
+#[tokio::test]
+async fn requests_with_large_headers_pass_through_the_proxy() {
+    let db = StrapiDb::new("").await;
+    let strapi = upstream().await;
+    let bridge = Bridge::start(db.config(&config(strapi))).await;
+    let http = client();
+    let cookie = big_cookie(12 * 1024);
+
+    let (status, _, body) = fetch(
+        http.get(bridge.url("/cookie"))
+            .header(header::COOKIE, &cookie)
+            .header("x-other", "x".repeat(1024)),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let got: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(got["cookie"], cookie.len());
+
+    // The same browser's Socket.IO handshake carries the same cookies.
+    let res = http
+        .get(bridge.url("/socket.io/?EIO=4&transport=polling"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.text().await.unwrap().contains("\"sid\""));
+
+    // More than 16 KiB of headers: refused, not forwarded.
+    let res = http
+        .get(bridge.url("/cookie"))
+        .header(header::COOKIE, big_cookie(20 * 1024))
+        .send()
+        .await;
+    match res {
+        Ok(res) => assert_eq!(res.status().as_u16(), 431),
+        // hyper answers 431 and closes; the client may see the close first.
+        Err(e) => assert!(e.is_request() || e.is_connect(), "{e}"),
+    }
     bridge.stop().await.unwrap();
 }

@@ -106,7 +106,7 @@ pub enum Identity {
 pub struct Principal {
     /// Who.
     pub identity: Identity,
-    /// The rooms it belongs in (besides its own socket-id room).
+    /// The rooms it belongs in.
     pub rooms: Vec<RoomName>,
     /// Role name, or token name for API tokens (for logs and handlers).
     pub role: String,
@@ -209,6 +209,9 @@ pub enum AuthError {
     /// `auth.subscribe` is neither `"explicit"` nor `"roles"`.
     #[error("auth.subscribe must be \"explicit\" or left out")]
     BadSubscribeMode,
+    /// `auth.subscriptions` is not a list, or holds more than a socket may.
+    #[error("{0}")]
+    BadSubscriptions(String),
 }
 
 /// One event, to the rooms allowed to read it.

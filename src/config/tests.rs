@@ -589,3 +589,16 @@ fn privacy_keys_have_safe_defaults_and_are_checked() {
         }
     }
 }
+
+#[test]
+fn subscriptions_per_socket_are_capped_and_configurable() {
+    assert_eq!(
+        resolve(&sources("")).limits.max_subscriptions_per_socket,
+        100
+    );
+    let cfg = resolve(&sources("[io]\nmax_subscriptions_per_socket = 3\n"));
+    assert_eq!(cfg.limits.max_subscriptions_per_socket, 3);
+    let err = resolve_err(&sources("[io]\nmax_subscriptions_per_socket = 0\n"));
+    assert!(err.contains("io.max_subscriptions_per_socket"), "{err}");
+    assert!(err.contains("greater than 0"), "{err}");
+}

@@ -33,6 +33,9 @@ pub struct Entry {
     /// For content-type events, the uid and action, so a replay can check that the socket's
     /// role may still read it; `None` for `raw`.
     pub rule: Option<(String, Action)>,
+    /// For content-type events about one entry, its id: a catch-up then reaches the sockets
+    /// subscribed to that entry now, even if none was when the event was emitted.
+    pub entry_id: Option<i64>,
     /// The position PostgreSQL may be told is flushed while this entry is kept: the end of
     /// the last transaction before this entry's one. The slot then keeps the WAL this entry
     /// came from, and a restarted bridge rebuilds the buffer from it.
@@ -195,6 +198,7 @@ mod tests {
             payload: Payload::from_json("{\"x\":1}".to_owned()).unwrap(),
             target: Target::Everyone,
             rule: None,
+            entry_id: None,
             keep_from: Lsn(lsn - 1),
             at_micros: at,
         })

@@ -312,6 +312,7 @@ mod tests {
                 payload: Payload::from_json("1".to_owned()).unwrap(),
                 target: Target::Everyone,
                 rule: None,
+                entry_id: None,
                 keep_from: Lsn(lsn - 1),
                 at_micros: now_micros(),
             }),

@@ -64,7 +64,7 @@ impl<A: Adapter> Emitter<A> {
         };
         let sockets = match &entry.target {
             Target::Rooms(rooms) if rooms.is_empty() => return,
-            Target::Rooms(rooms) => op.to(rooms.to_vec()).sockets(),
+            Target::Rooms(rooms) => self.in_rooms(rooms),
             // Everyone, but not sockets whose access was just taken away.
             Target::Everyone => op.except(handshake::REVOKED_ROOM).sockets(),
         };
@@ -128,6 +128,7 @@ impl<A: Adapter> Emitter<A> {
             payload: delivery.payload.clone(),
             target: Target::Rooms(rooms),
             rule: None,
+            entry_id: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
         });
@@ -150,6 +151,7 @@ impl<A: Adapter> Emitter<A> {
                 .as_ref()
                 .map_or(Target::Everyone, |r| Target::Rooms(Arc::from(r.as_slice()))),
             rule: None,
+            entry_id: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
         });
@@ -172,21 +174,48 @@ impl<A: Adapter> Emitter<A> {
         match rooms {
             None => op.sockets().len(),
             Some([]) => 0,
-            Some(rooms) => op.to(rooms.to_vec()).sockets().len(),
+            Some(rooms) => self.in_rooms(rooms).len(),
         }
     }
 
+    /// The sockets in `rooms`, where a room may also be a socket id (for `raw`): sockets have
+    /// no room of their own, which would cost every socket a room entry for a rare use.
+    /// A socket whose access was taken away is not found by its id.
+    fn in_rooms(&self, rooms: &[RoomName]) -> Vec<SocketRef<A>> {
+        let Some(op) = self.io.of("/") else {
+            return Vec::new();
+        };
+        let mut sockets = op.to(rooms.to_vec()).sockets();
+        for room in rooms {
+            let Ok(sid) = room.parse::<Sid>() else {
+                continue;
+            };
+            let Some(socket) = self.io.get_socket(sid) else {
+                continue;
+            };
+            let revoked = socket
+                .extensions
+                .get::<handshake::Session>()
+                .is_none_or(|s| s.revoked);
+            if !revoked && !sockets.iter().any(|s| s.id == sid) {
+                sockets.push(socket);
+            }
+        }
+        sockets
+    }
+
     /// One feeding round: every socket behind the live stream gets the next part of the
-    /// buffer.
-    pub(super) fn feed_behind(&self) {
+    /// buffer. Whether any socket moved on (then another round may move it further at once).
+    pub(super) fn feed_behind(&self) -> bool {
         let mut replay = self.shared.hub.lock();
         let mut flows = self.shared.lock_flows();
         if self.shared.gc_due() {
             flows.retain(|sid| self.io.get_socket(sid).is_some());
         }
         if replay.behind.is_empty() {
-            return;
+            return false;
         }
+        let mut moved = false;
         let sids: Vec<Sid> = replay.behind.keys().copied().collect();
         for sid in sids {
             let Some(behind) = replay.behind.remove(&sid) else {
@@ -201,8 +230,9 @@ impl<A: Adapter> Emitter<A> {
             let Some(socket) = self.io.get_socket(sid) else {
                 continue;
             };
-            feed_socket(&self.shared, &mut replay, &mut flows, &socket, behind);
+            moved |= feed_socket(&self.shared, &mut replay, &mut flows, &socket, behind);
         }
+        moved
     }
 
     /// Starts the task that feeds sockets behind the live stream; it ends with
@@ -214,9 +244,19 @@ impl<A: Adapter> Emitter<A> {
             let mut tick = tokio::time::interval(FEED_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // While sockets drain as fast as they are fed, feed them again at once (after
+                // letting their writers run); once every one waits for its connection, on the
+                // next tick.
+                if emitter.feed_behind() {
+                    tokio::task::yield_now().await;
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = tick.tick() => emitter.feed_behind(),
+                    _ = tick.tick() => {}
                 }
             }
         });
@@ -235,13 +275,15 @@ pub(super) fn start_catch_up<A: Adapter>(shared: &Shared, socket: &SocketRef<A>)
 }
 
 /// Feeds one socket (taken out of `replay.behind`) and puts it back if it is still behind.
+/// Whether it moved on in the buffer.
 fn feed_socket<A: Adapter>(
     shared: &Shared,
     replay: &mut Replay<Sid>,
     flows: &mut Flows,
     socket: &SocketRef<A>,
     mut behind: Behind,
-) {
+) -> bool {
+    let was_at = behind.after;
     let fed = replay.feed(&mut behind, FEED_STEP, |entry| {
         if !may_receive(shared, socket, entry) {
             return Sent::NotForIt;
@@ -255,6 +297,7 @@ fn feed_socket<A: Adapter>(
         }
         sent
     });
+    let moved = behind.after != was_at;
     match fed {
         Fed::CaughtUp => {
             debug!(socket = %socket.id, at = %behind.after, "socket caught up; live again");
@@ -282,6 +325,7 @@ fn feed_socket<A: Adapter>(
             }
         }
     }
+    moved
 }
 
 /// Queues one entry for one socket, with its offset as the last argument.
@@ -317,7 +361,9 @@ fn may_receive<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, entry: &Entry
     } else {
         &[]
     };
-    if subscriptions::joined_any(shared, socket, rooms) {
+    if subscriptions::joined_any(shared, socket, rooms)
+        || subscriptions::subscribed_to(socket, entry)
+    {
         return true;
     }
     let id = socket.id.to_string();

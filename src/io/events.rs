@@ -41,7 +41,8 @@ pub const TIMESTAMP_HEADER: &str = "x-strapi-io-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-strapi-io-signature";
 
 /// The ack a client gets for an event over its allowance.
-const RATE_LIMITED: &str = "rate limited: too many events from this socket; try again later";
+pub(super) const RATE_LIMITED: &str =
+    "rate limited: too many events from this socket; try again later";
 /// The ack a client gets when every webhook slot is taken.
 const WEBHOOKS_BUSY: &str = "too many webhook calls in flight; try again later";
 
@@ -59,6 +60,8 @@ pub(super) struct EventHandlers {
     max_response_bytes: usize,
     events_per_second: f64,
     events_burst: f64,
+    /// `[io] max_subscriptions_per_socket`.
+    pub(super) max_subscriptions: usize,
 }
 
 /// `sha256=` and the hex HMAC-SHA256, keyed with the secret, of the timestamp header's value, a
@@ -94,6 +97,33 @@ impl Allowance {
             false
         }
     }
+}
+
+/// A socket's allowance, in its extensions: shared by its `[[events]]` handlers and its
+/// subscription requests.
+#[derive(Clone)]
+struct SocketAllowance(Arc<Mutex<Allowance>>);
+
+/// The socket's allowance (created with a full burst on first use).
+fn allowance_of<A: Adapter>(shared: &Shared, socket: &SocketRef<A>) -> Arc<Mutex<Allowance>> {
+    if let Some(SocketAllowance(a)) = socket.extensions.get::<SocketAllowance>() {
+        return a;
+    }
+    let a = Arc::new(Mutex::new(Allowance {
+        tokens: shared.events.events_burst,
+        at: Instant::now(),
+    }));
+    socket.extensions.insert(SocketAllowance(a.clone()));
+    a
+}
+
+/// Takes one client event from the socket's allowance; `false` when it is used up.
+pub(super) fn take_allowance<A: Adapter>(shared: &Shared, socket: &SocketRef<A>) -> bool {
+    let allowance = allowance_of(shared, socket);
+    let mut a = allowance
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    a.take(shared.events.events_per_second, shared.events.events_burst)
 }
 
 impl EventHandlers {
@@ -140,6 +170,7 @@ impl EventHandlers {
             max_response_bytes: limits.webhook_max_response_bytes,
             events_per_second: f64::from(limits.client_events_per_second),
             events_burst: f64::from(limits.client_events_burst),
+            max_subscriptions: limits.max_subscriptions_per_socket,
         }
     }
 
@@ -170,28 +201,15 @@ pub(super) fn webhook_client() -> Result<reqwest::Client, String> {
 /// Registers the socket's client-event and disconnect handlers. Called from the handshake,
 /// before CONNECT is sent, so no client event can arrive before its handler exists.
 pub(super) fn attach<A: Adapter>(shared: &Arc<Shared>, socket: &SocketRef<A>) {
-    // One allowance per socket, shared by all of its events.
-    let allowance = Arc::new(Mutex::new(Allowance {
-        tokens: shared.events.events_burst,
-        at: Instant::now(),
-    }));
+    // One allowance per socket, shared by all of its events (see [`take_allowance`]).
     for (name, handlers) in &shared.events.client {
         let shared = shared.clone();
         let handlers = handlers.clone();
         let event = name.clone();
-        let allowance = allowance.clone();
         socket.on(
             name.clone(),
             move |s: SocketRef<A>, args: Args, ack: AckSender<A>| async move {
-                let allowed = {
-                    let events = &shared.events;
-                    let mut a = match allowance.lock() {
-                        Ok(a) => a,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
-                    a.take(events.events_per_second, events.events_burst)
-                };
-                if allowed {
+                if take_allowance(&shared, &s) {
                     on_client_event(&shared, &event, &handlers, s, args, ack).await;
                 } else {
                     refuse(

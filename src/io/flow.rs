@@ -4,12 +4,13 @@
 //! and closes the socket when its heartbeat ping finds that channel full. It does not say how
 //! full the channel is, so the bridge counts itself: the bytes of each frame it queued, against
 //! the bytes written to the connection ([`WireBytes`]). A socket whose unwritten frames reach
-//! the slot limit (less a reserve for pings and acknowledgements) or [`SOCKET_QUEUE_BYTES`] is
+//! the slot limit (less a reserve for pings and acknowledgements) or `io.max_buffered_bytes` is
 //! treated as full before the channel is: it falls behind and is fed from the replay buffer as
 //! it drains. Memory per slow socket is then bounded in bytes, the WebSocket write buffer (which
 //! keeps its largest size) stays below that bound, and the ping always finds a free slot.
-//! Polling sockets are not counted (their responses go out on whichever request comes): for
-//! them a full channel is the signal.
+//! A polling socket's frames leave in the bodies of the client's `GET`s, on whichever
+//! connection each comes: for it the bridge counts the bytes of those bodies, by session id
+//! ([`count_polling`]).
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
@@ -24,9 +25,6 @@ use socketioxide::socket::Sid;
 
 use super::serve::WireBytes;
 use crate::delivery::Entry;
-
-/// Bytes queued for one socket and not yet written, at most (plus one event).
-pub const SOCKET_QUEUE_BYTES: u64 = 1 << 20;
 
 /// Channel slots kept free for what the bridge does not count: pings, acknowledgements,
 /// relays.
@@ -67,9 +65,85 @@ pub(super) fn note_upgrade(uri: &Uri, wire: &WireBytes) {
     }
 }
 
-/// One WebSocket's count: bytes queued and where each frame ends.
+/// Bytes of polling responses, by session id, for sockets whose flow is counted.
+fn polling() -> &'static Mutex<HashMap<Sid, WireBytes>> {
+    static POLLING: OnceLock<Mutex<HashMap<Sid, WireBytes>>> = OnceLock::new();
+    POLLING.get_or_init(Mutex::default)
+}
+
+/// The session a request polls for: a `GET` with `transport=polling` and a `sid`.
+fn polling_sid(method: &axum::http::Method, uri: &Uri) -> Option<Sid> {
+    if method != axum::http::Method::GET {
+        return None;
+    }
+    let mut sid = None;
+    let mut is_polling = false;
+    for pair in uri.query()?.split('&') {
+        match pair.split_once('=') {
+            Some(("sid", v)) => sid = v.parse().ok(),
+            Some(("transport", "polling")) => is_polling = true,
+            _ => {}
+        }
+    }
+    sid.filter(|_| is_polling)
+}
+
+/// Middleware on Socket.IO's routes: the body of a polling `GET` (the socket's frames) counts
+/// toward its session's written bytes as it is sent.
+pub(super) async fn count_polling(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let counter = polling_sid(req.method(), req.uri()).and_then(|sid| {
+        polling()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sid)
+            .cloned()
+    });
+    let res = next.run(req).await;
+    match counter {
+        Some(wire) => res.map(|body| axum::body::Body::new(Counted { body, wire })),
+        None => res,
+    }
+}
+
+/// A response body that adds the bytes it yields to a counter.
+struct Counted {
+    body: axum::body::Body,
+    wire: WireBytes,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.wire.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// One socket's count: bytes queued and where each frame ends.
 #[derive(Debug)]
 pub(super) struct Flow {
+    transport: TransportType,
     wire: WireBytes,
     /// Bytes written to the connection before the first counted frame.
     base: u64,
@@ -78,9 +152,10 @@ pub(super) struct Flow {
 }
 
 impl Flow {
-    fn new(wire: WireBytes) -> Flow {
+    fn new(transport: TransportType, wire: WireBytes) -> Flow {
         let base = wire.0.load(Ordering::Relaxed);
         Flow {
+            transport,
             wire,
             base,
             queued: 0,
@@ -88,9 +163,9 @@ impl Flow {
         }
     }
 
-    /// Whether one more frame fits: fewer than `slots` frames and [`SOCKET_QUEUE_BYTES`]
+    /// Whether one more frame fits: fewer than `slots` frames and fewer than `bytes`
     /// unwritten.
-    fn has_room(&mut self, slots: usize) -> bool {
+    fn has_room(&mut self, slots: usize, bytes: u64) -> bool {
         let written = self
             .wire
             .0
@@ -100,7 +175,7 @@ impl Flow {
             self.ends.pop_front();
         }
         let waiting = self.queued.saturating_sub(written);
-        self.ends.len() < slots && waiting < SOCKET_QUEUE_BYTES
+        self.ends.len() < slots && waiting < bytes
     }
 
     fn queued(&mut self, bytes: u64) {
@@ -114,64 +189,95 @@ impl Flow {
 pub(super) struct Flows {
     by_socket: HashMap<Sid, Flow>,
     slots: usize,
+    bytes: u64,
 }
 
 impl Flows {
-    /// Counts for a channel of `max_buffered_events` slots.
-    pub(super) fn new(max_buffered_events: usize) -> Flows {
+    /// Counts for a channel of `max_buffered_events` slots, holding at most
+    /// `max_buffered_bytes` unwritten.
+    pub(super) fn new(max_buffered_events: usize, max_buffered_bytes: u64) -> Flows {
         Flows {
             by_socket: HashMap::new(),
             slots: max_buffered_events.saturating_sub(RESERVED_SLOTS).max(1),
+            bytes: max_buffered_bytes,
         }
     }
 
     /// Whether `entry` may be queued for `socket` now (always, for sockets not counted).
     pub(super) fn has_room<A: Adapter>(&mut self, socket: &SocketRef<A>) -> bool {
-        let slots = self.slots;
-        self.flow(socket).is_none_or(|f| f.has_room(slots))
+        let (slots, bytes) = (self.slots, self.bytes);
+        self.flow(socket).is_none_or(|f| f.has_room(slots, bytes))
     }
 
     /// `entry` was queued for `socket`.
     pub(super) fn sent<A: Adapter>(&mut self, socket: &SocketRef<A>, entry: &Entry) {
         if let Some(f) = self.flow(socket) {
-            f.queued(frame_bytes(entry));
+            let bytes = frame_bytes(entry, f.transport);
+            f.queued(bytes);
         }
     }
 
     /// Forgets sockets that are gone.
     pub(super) fn retain(&mut self, alive: impl Fn(Sid) -> bool) {
         self.by_socket.retain(|sid, _| alive(*sid));
+        polling()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|sid, _| alive(*sid));
     }
 
     fn flow<A: Adapter>(&mut self, socket: &SocketRef<A>) -> Option<&mut Flow> {
+        let transport = socket.transport_type();
         match self.by_socket.entry(socket.id) {
-            MapEntry::Occupied(e) => Some(e.into_mut()),
+            // A socket that upgraded from polling is counted on its WebSocket from then on.
+            MapEntry::Occupied(e) if e.get().transport == transport => Some(e.into_mut()),
+            MapEntry::Occupied(mut e) => {
+                let wire = wire_of(socket, transport)?;
+                e.insert(Flow::new(transport, wire));
+                Some(e.into_mut())
+            }
             MapEntry::Vacant(e) => {
-                if socket.transport_type() != TransportType::Websocket {
-                    return None;
-                }
-                let upgraded = upgrades()
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&socket.id.to_string());
-                let wire = upgraded
-                    .or_else(|| socket.req_parts().extensions.get::<WireBytes>().cloned())?;
-                Some(e.insert(Flow::new(wire)))
+                let wire = wire_of(socket, transport)?;
+                Some(e.insert(Flow::new(transport, wire)))
             }
         }
     }
 }
 
-/// The bytes one entry takes on the wire: `42["event",payload,"offset"]`, engine.io's `4`,
-/// and the WebSocket frame header.
-fn frame_bytes(entry: &Entry) -> u64 {
+/// Where the bytes written for `socket` are counted: its WebSocket's connection, or for a
+/// polling socket a counter its `GET`s add to from now on.
+fn wire_of<A: Adapter>(socket: &SocketRef<A>, transport: TransportType) -> Option<WireBytes> {
+    match transport {
+        TransportType::Websocket => {
+            let upgraded = upgrades()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&socket.id.to_string());
+            upgraded.or_else(|| socket.req_parts().extensions.get::<WireBytes>().cloned())
+        }
+        TransportType::Polling => {
+            let mut map = polling().lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() >= MAX_UPGRADES && !map.contains_key(&socket.id) {
+                // Swept with the flows; until then this socket is not counted.
+                return None;
+            }
+            Some(map.entry(socket.id).or_default().clone())
+        }
+    }
+}
+
+/// The bytes one entry takes on the wire: `42["event",payload,"offset"]` (engine.io's `4`
+/// included), and the WebSocket frame header or, in a polling response, the separator before
+/// the next packet. Never more than it takes, so the count never runs ahead of what is written.
+fn frame_bytes(entry: &Entry, transport: TransportType) -> u64 {
     let text = entry.event.len() + entry.payload.as_str().len() + entry.offset_text.len() + 10;
-    let header = match text {
-        0..126 => 2,
-        126..65_536 => 4,
-        _ => 10,
+    let framing = match (transport, text) {
+        (TransportType::Polling, _) => 0,
+        (TransportType::Websocket, 0..126) => 2,
+        (TransportType::Websocket, 126..65_536) => 4,
+        (TransportType::Websocket, _) => 10,
     };
-    (text + header) as u64
+    (text + framing) as u64
 }
 
 #[cfg(test)]
@@ -183,19 +289,22 @@ mod tests {
     #[test]
     fn a_flow_fills_by_frames_and_bytes_and_drains_with_writes() {
         let wire = WireBytes(Arc::new(AtomicU64::new(500)));
-        let mut f = Flow::new(wire.clone());
+        let mut f = Flow::new(TransportType::Websocket, wire.clone());
+        const BYTES: u64 = 64 * 1024;
         for _ in 0..3 {
-            assert!(f.has_room(3));
+            assert!(f.has_room(3, BYTES));
             f.queued(100);
         }
-        assert!(!f.has_room(3), "three frames in flight fill three slots");
+        assert!(
+            !f.has_room(3, BYTES),
+            "three frames in flight fill three slots"
+        );
         wire.0.fetch_add(150, Ordering::Relaxed);
-        assert!(f.has_room(3), "the first frame was written");
-        f.queued(SOCKET_QUEUE_BYTES);
-        assert!(!f.has_room(100), "the byte limit");
-        wire.0
-            .fetch_add(SOCKET_QUEUE_BYTES + 150, Ordering::Relaxed);
-        assert!(f.has_room(100));
+        assert!(f.has_room(3, BYTES), "the first frame was written");
+        f.queued(BYTES);
+        assert!(!f.has_room(100, BYTES), "the byte limit");
+        wire.0.fetch_add(BYTES + 150, Ordering::Relaxed);
+        assert!(f.has_room(100, BYTES));
     }
 
     #[test]

@@ -52,7 +52,7 @@ const EXPIRY_SWEEP_MAX_SLEEP: Duration = Duration::from_secs(60);
 /// What the bridge remembers about a connected socket (kept in the socket's extensions).
 #[derive(Debug, Clone)]
 pub(super) struct Session {
-    /// Who it is and the rooms it is in (besides its socket-id room).
+    /// Who it is and the rooms it is in.
     pub principal: Arc<Principal>,
     /// The access epoch its handshake saw.
     pub epoch: u64,
@@ -123,6 +123,7 @@ fn reason(e: &AuthError) -> &'static str {
         AuthError::TokenExpired => "token_expired",
         AuthError::NotReady => "not_ready",
         AuthError::BadSubscribeMode => "bad_subscribe_mode",
+        AuthError::BadSubscriptions(_) => "bad_subscriptions",
     }
 }
 
@@ -134,7 +135,7 @@ pub(super) fn authenticate<A: Adapter>(
     auth: Option<&Value>,
 ) -> Result<(), AuthError> {
     let epoch = shared.access_epoch.load(Ordering::SeqCst);
-    let principal = subscriptions::check_mode(auth)
+    let principal = subscriptions::check_mode(shared, auth)
         .and_then(|()| credentials(auth))
         .and_then(|(token, strategy)| shared.access.authenticate(token, strategy));
     let principal = match principal {
@@ -146,8 +147,7 @@ pub(super) fn authenticate<A: Adapter>(
         }
     };
     super::emit::catch_up_from(shared, socket, auth);
-    socket.join(socket.id.to_string());
-    if subscriptions::attach(shared, socket, auth) {
+    if subscriptions::attach(shared, socket, auth, &principal.rooms) {
         socket.join(principal.rooms.clone());
     }
     shared.expiries.note(principal.expires_at);
@@ -187,6 +187,7 @@ pub(super) fn connected<A: Adapter>(shared: &Arc<Shared>, socket: SocketRef<A>) 
     if shared.access_epoch.load(Ordering::SeqCst) != session.epoch {
         recheck(shared, socket.clone());
     }
+    subscriptions::report_refused(&socket);
     super::emit::start_catch_up(shared, &socket);
     events::on_connection(shared, &socket);
 }
@@ -276,7 +277,7 @@ fn move_to<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, session: &Session
     subscriptions::recheck(shared, socket);
 }
 
-/// Takes access away at once: out of every room (the socket-id room too) and into
+/// Takes access away at once: out of every room and into
 /// [`REVOKED_ROOM`], with no send buffer involved; then disconnects, retrying while the
 /// buffer is full.
 fn revoke<A: Adapter>(shared: &Shared, socket: SocketRef<A>, session: &Session, e: &AuthError) {

@@ -27,8 +27,12 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
-/// hyper's smallest allowed read buffer; requests to this server are a few hundred bytes.
-const HTTP1_MAX_BUF_BYTES: usize = 8192;
+/// The largest request head (and read buffer): Node's default header limit, so whatever Strapi
+/// accepts passes through the proxy (a Strapi site's cookies, the admin's JWT among them, can
+/// exceed 8 KiB, and the browser sends them to Socket.IO on the same origin too). hyper's read
+/// buffer starts at 8 KiB and grows only for a connection that needs more, so a connection
+/// with a small head keeps 8 KiB.
+const HTTP1_MAX_BUF_BYTES: usize = 16 * 1024;
 
 /// How long a client has to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

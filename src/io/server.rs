@@ -57,7 +57,10 @@ pub fn build(
         drops_reported_at: std::sync::Mutex::new(None),
         hub: crate::delivery::Hub::new(opts.delivery),
         stop: tokio_util::sync::CancellationToken::new(),
-        flows: std::sync::Mutex::new(super::flow::Flows::new(opts.io.max_buffered_events)),
+        flows: std::sync::Mutex::new(super::flow::Flows::new(
+            opts.io.max_buffered_events,
+            opts.io.max_buffered_bytes,
+        )),
         feed_rounds: AtomicU64::new(0),
     });
     let (svc, io) = configure(&opts.io, &opts.limits).build_svc();
@@ -101,7 +104,12 @@ pub fn build(
     }
     // Socket.IO answers everything the routes above do not; CORS, when configured, applies to
     // it alone, as socket.io's own `cors` option does.
-    let mut socket_io = Router::new().fallback_service(svc);
+    let svc = tower::ServiceBuilder::new()
+        .map_request(slim_request)
+        .service(svc);
+    let mut socket_io = Router::new()
+        .fallback_service(svc)
+        .layer(middleware::from_fn(super::flow::count_polling));
     if let Some(cors) = &opts.io.cors {
         socket_io = socket_io.layer(cors_layer(cors));
     }
@@ -110,6 +118,34 @@ pub fn build(
         None => socket_io,
     };
     (router.fallback_service(fallback), emitter)
+}
+
+/// The request as Socket.IO needs it, copied out of the one hyper parsed: the URI, the two
+/// headers engine.io reads, the connection's upgrade and byte count. engine.io keeps a socket's
+/// first request (and, for a socket that upgraded from polling, the upgrade request too) for
+/// the socket's whole life; hyper's header values and axum's `OriginalUri` are slices of the
+/// connection's 8 KiB read buffer, so keeping them would keep that buffer per socket.
+fn slim_request(req: Request) -> Request {
+    let (parts, body) = req.into_parts();
+    let mut slim = Request::new(body);
+    *slim.method_mut() = parts.method.clone();
+    *slim.version_mut() = parts.version;
+    *slim.uri_mut() = axum::http::Uri::try_from(parts.uri.to_string()).unwrap_or(parts.uri);
+    for name in [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE] {
+        if let Some(value) = parts.headers.get(&name)
+            && let Ok(copy) = HeaderValue::from_bytes(value.as_bytes())
+        {
+            slim.headers_mut().insert(name, copy);
+        }
+    }
+    let mut extensions = parts.extensions;
+    if let Some(upgrade) = extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        slim.extensions_mut().insert(upgrade);
+    }
+    if let Some(wire) = extensions.remove::<super::serve::WireBytes>() {
+        slim.extensions_mut().insert(wire);
+    }
+    slim
 }
 
 /// Refuses a request without `Authorization: Bearer <admin token>` before anything reads its
@@ -146,15 +182,11 @@ fn configure(io: &IoConfig, limits: &IoLimits) -> SocketIoBuilder {
 fn register(io: &SocketIo, shared: &Arc<Shared>, connect_timeout: std::time::Duration) {
     let for_middleware = shared.clone();
     let middleware = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| async move {
-        // After a start, a client resuming from an offset waits until the replay buffer is
-        // rebuilt from the slot, so its catch-up finds what it missed. A client without one
-        // is let in at once and gets what the bridge streams from then on.
-        let resuming = auth
-            .as_ref()
-            .ok()
-            .and_then(|a| a.get("offset"))
-            .is_some_and(serde_json::Value::is_string);
-        if resuming && !for_middleware.hub.wait_ready(connect_timeout).await {
+        // After a start, every handshake waits until the replay buffer is rebuilt from the
+        // slot: a client resuming from an offset then finds what it missed, and one without an
+        // offset does not receive the rebuilt window's events again (its stream starts after
+        // them).
+        if !for_middleware.hub.wait_ready(connect_timeout).await {
             return Err(crate::access::AuthError::NotReady);
         }
         handshake::authenticate(&for_middleware, &s, auth.as_ref().ok())

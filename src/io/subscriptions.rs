@@ -3,6 +3,11 @@
 //!
 //! - `auth.subscribe = "explicit"` at the handshake: the socket joins no role room, so it
 //!   receives only what it subscribes to (and messages for its socket id or joinable rooms).
+//! - `auth.subscriptions = [{ type, id? }, …]` at the handshake: subscribed before the client
+//!   is told it is connected, so a catch-up with `auth.offset` includes their events (the
+//!   replay buffer knows each data event's type and entry, [`subscribed_to`]); each entry is
+//!   checked as `strapi-io:subscribe` would be, and the refused ones are reported right after
+//!   the connect with `strapi-io:unsubscribed` (as sent, with `error`).
 //! - `strapi-io:subscribe` / `strapi-io:unsubscribe` with `{ type, id? }` (`type`: a
 //!   singularName or uid; `id`: an entry, or none for the whole type); the ack is
 //!   `{ ok: true }` or `{ error: "…" }`.
@@ -15,7 +20,9 @@
 //! broadcast, so a socket in several of them gets it once and the payload is serialized once.
 //! Subscribing needs read access to the type (`find`/`findOne` as `permission_mode` says); on
 //! every access change each subscription is checked again and dropped when that is no longer
-//! true (the socket is told with `strapi-io:unsubscribed`).
+//! true (the socket is told with `strapi-io:unsubscribed`). A socket holds at most `[io]
+//! max_subscriptions_per_socket`, and its requests draw on its allowance of client events
+//! (`[io] client_events_per_second` / `client_events_burst`), like `[[events]]` handlers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,15 +33,16 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use tracing::{debug, info};
 
-use super::Shared;
 use super::handshake::Session;
+use super::{Shared, events};
 use crate::access::{AuthError, RoomName, Subject, entry_room, type_room};
+use crate::delivery::Entry;
 use crate::metrics::Metrics;
 use crate::strapi::Catalog;
 
-/// Subscriptions one socket may hold: each is a room, so a client must not grow them without
-/// bound.
-const MAX_PER_SOCKET: usize = 1000;
+/// The event that tells a socket a subscription is not held: dropped when its read access was
+/// revoked, or refused when it came in `auth.subscriptions`.
+const UNSUBSCRIBED_EVENT: &str = "strapi-io:unsubscribed";
 
 /// Subscriptions per content type over every socket: whether a delivery needs the
 /// subscription rooms at all, and the `/metrics` gauge.
@@ -138,9 +146,32 @@ impl Drop for State {
 #[derive(Clone)]
 struct Subs(Arc<State>);
 
-/// `auth.subscribe`: absent or `"roles"` (join the role rooms), or `"explicit"`.
-pub(super) fn check_mode(auth: Option<&Value>) -> Result<(), AuthError> {
-    explicit(auth).map(|_| ())
+/// `auth.subscriptions` entries refused at the handshake, told to the client once it is
+/// connected (in the socket's extensions only when there are some).
+#[derive(Clone)]
+struct Refused(Arc<Vec<Value>>);
+
+/// `auth.subscribe`: absent or `"roles"` (join the role rooms), or `"explicit"`; and
+/// `auth.subscriptions`: absent, or a list of at most `[io] max_subscriptions_per_socket`.
+pub(super) fn check_mode(shared: &Shared, auth: Option<&Value>) -> Result<(), AuthError> {
+    explicit(auth)?;
+    initial(auth, shared.events.max_subscriptions).map(|_| ())
+}
+
+/// `auth.subscriptions`, checked for shape and count (each entry is checked when applied).
+fn initial(auth: Option<&Value>, max: usize) -> Result<&[Value], AuthError> {
+    match auth.and_then(|a| a.get("subscriptions")) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(list)) if list.len() <= max => Ok(list),
+        Some(Value::Array(list)) => Err(AuthError::BadSubscriptions(format!(
+            "auth.subscriptions has {} entries; a socket may hold at most {max} subscriptions \
+             (io.max_subscriptions_per_socket)",
+            list.len()
+        ))),
+        Some(_) => Err(AuthError::BadSubscriptions(
+            "auth.subscriptions must be a list of { type, id? }".to_owned(),
+        )),
+    }
 }
 
 fn explicit(auth: Option<&Value>) -> Result<bool, AuthError> {
@@ -152,12 +183,14 @@ fn explicit(auth: Option<&Value>) -> Result<bool, AuthError> {
     }
 }
 
-/// Sets up a socket that passed the handshake: its subscription state and the client events
-/// above. Returns whether it joins its role rooms (not with `auth.subscribe = "explicit"`).
+/// Sets up a socket that passed the handshake (as the identity whose rooms are `rooms`): its
+/// subscription state, the subscriptions of `auth.subscriptions`, and the client events above.
+/// Returns whether it joins its role rooms (not with `auth.subscribe = "explicit"`).
 pub(super) fn attach<A: Adapter>(
     shared: &Arc<Shared>,
     socket: &SocketRef<A>,
     auth: Option<&Value>,
+    rooms: &[RoomName],
 ) -> bool {
     let explicit = explicit(auth).unwrap_or(false);
     socket.extensions.insert(Subs(Arc::new(State {
@@ -165,6 +198,7 @@ pub(super) fn attach<A: Adapter>(
         subs: Mutex::new(BTreeSet::new()),
         registry: shared.subscriptions.clone(),
     })));
+    subscribe_initial(shared, socket, auth, rooms);
     for (event, native, on) in [
         ("strapi-io:subscribe", true, true),
         ("strapi-io:unsubscribe", true, false),
@@ -175,14 +209,16 @@ pub(super) fn attach<A: Adapter>(
         socket.on(
             event,
             move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>| async move {
-                let res = data
-                    .map_err(|_| "expected one object argument".to_owned())
+                let res = within_allowance(&shared, &s)
+                    .and_then(|()| data.map_err(|_| "expected one object argument".to_owned()))
                     .and_then(|data| request(&shared.catalog.current(), &data, native))
                     .and_then(|sub| {
-                        if on {
-                            subscribe(&shared, &s, sub)
-                        } else {
-                            unsubscribe(&s, &sub)
+                        if !on {
+                            return unsubscribe(&s, &sub);
+                        }
+                        match s.extensions.get::<Session>() {
+                            Some(session) => subscribe(&shared, &s, &session.principal.rooms, sub),
+                            None => Err("not connected".to_owned()),
                         }
                     });
                 answer(event, &s, ack, native, res);
@@ -195,19 +231,92 @@ pub(super) fn attach<A: Adapter>(
             socket.on(
                 event,
                 move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>| async move {
-                    let res = joinable(&shared, data.ok().as_ref()).inspect(|room| {
-                        if join {
-                            s.join(room.clone());
-                        } else {
-                            s.leave(room.clone());
-                        }
-                    });
+                    let res = within_allowance(&shared, &s)
+                        .and_then(|()| joinable(&shared, data.ok().as_ref()))
+                        .inspect(|room| {
+                            if join {
+                                s.join(room.clone());
+                            } else {
+                                s.leave(room.clone());
+                            }
+                        });
                     answer(event, &s, ack, false, res);
                 },
             );
         }
     }
     !explicit
+}
+
+/// A subscription request takes one client event from the socket's allowance.
+fn within_allowance<A: Adapter>(shared: &Shared, socket: &SocketRef<A>) -> Result<(), String> {
+    if events::take_allowance(shared, socket) {
+        Ok(())
+    } else {
+        shared.metrics.client_event_dropped("rate_limited");
+        Err(events::RATE_LIMITED.to_owned())
+    }
+}
+
+/// Subscribes to each entry of `auth.subscriptions` (checked by [`check_mode`]) as
+/// `strapi-io:subscribe` would; the refused ones wait for [`report_refused`].
+fn subscribe_initial<A: Adapter>(
+    shared: &Shared,
+    socket: &SocketRef<A>,
+    auth: Option<&Value>,
+    rooms: &[RoomName],
+) {
+    let list = initial(auth, shared.events.max_subscriptions).unwrap_or_default();
+    if list.is_empty() {
+        return;
+    }
+    let catalog = shared.catalog.current();
+    let mut refused = Vec::new();
+    for item in list {
+        let res =
+            request(&catalog, item, true).and_then(|sub| subscribe(shared, socket, rooms, sub));
+        if let Err(error) = res {
+            debug!(socket = %socket.id, error = %error, "auth.subscriptions entry refused");
+            refused.push(json!({
+                "type": item.get("type"),
+                "id": item.get("id"),
+                "error": error,
+            }));
+        }
+    }
+    if !refused.is_empty() {
+        socket.extensions.insert(Refused(Arc::new(refused)));
+    }
+}
+
+/// Once the socket is connected: tells it, with `strapi-io:unsubscribed`, which entries of
+/// its `auth.subscriptions` were refused.
+pub(super) fn report_refused<A: Adapter>(socket: &SocketRef<A>) {
+    let Some(Refused(refused)) = socket.extensions.remove::<Refused>() else {
+        return;
+    };
+    for notice in refused.iter() {
+        if let Err(e) = socket.emit(UNSUBSCRIBED_EVENT, notice) {
+            debug!(socket = %socket.id, error = %e, "could not tell the client");
+        }
+    }
+}
+
+/// Whether the socket holds a subscription to what a buffered data event is about (its type,
+/// or its entry). For catch-up: an event emitted before the subscription existed (one sent in
+/// `auth.subscriptions` at a reconnect) did not go to the subscription's room, but the socket
+/// asked for it. Holding a subscription means the socket's identity may read the type (it is
+/// dropped when that stops).
+pub(super) fn subscribed_to<A: Adapter>(socket: &SocketRef<A>, entry: &Entry) -> bool {
+    let Some((uid, _)) = &entry.rule else {
+        return false;
+    };
+    let Some(subs) = socket.extensions.get::<Subs>() else {
+        return false;
+    };
+    let held = subs.0.subs();
+    held.iter()
+        .any(|s| *s.uid == **uid && (s.id.is_none() || s.id == entry.entry_id))
 }
 
 /// Whether the socket is now in one of `rooms` that it joined itself: a subscription (dropped
@@ -270,7 +379,7 @@ pub(super) fn recheck<A: Adapter>(shared: &Shared, socket: &SocketRef<A>) {
             "id": sub.id,
             "error": format!("no longer allowed to read {}", sub.uid),
         });
-        if let Err(e) = socket.emit("strapi-io:unsubscribed", &notice) {
+        if let Err(e) = socket.emit(UNSUBSCRIBED_EVENT, &notice) {
             debug!(socket = %socket.id, error = %e, "could not tell the client");
         }
     }
@@ -317,29 +426,27 @@ fn request(catalog: &Catalog, data: &Value, native: bool) -> Result<Sub, String>
     })
 }
 
+/// Subscribes the socket, whose identity's rooms are `rooms`, if that identity may read the
+/// type and the socket holds fewer than `[io] max_subscriptions_per_socket`.
 fn subscribe<A: Adapter>(
     shared: &Shared,
     socket: &SocketRef<A>,
+    rooms: &[RoomName],
     sub: Sub,
 ) -> Result<RoomName, String> {
-    let (Some(subs), Some(session)) = (
-        socket.extensions.get::<Subs>(),
-        socket.extensions.get::<Session>(),
-    ) else {
+    let Some(subs) = socket.extensions.get::<Subs>() else {
         return Err("not connected".to_owned());
     };
-    if !shared
-        .access
-        .may_read(&session.principal.rooms, &sub.uid, sub.id.is_some())
-    {
+    if !shared.access.may_read(rooms, &sub.uid, sub.id.is_some()) {
         return Err(format!("not allowed to read {}", sub.uid));
     }
     let room = sub.room();
     let uid = sub.uid.clone();
+    let max = shared.events.max_subscriptions;
     let mut held = subs.0.subs();
-    if held.len() >= MAX_PER_SOCKET && !held.contains(&sub) {
+    if held.len() >= max && !held.contains(&sub) {
         return Err(format!(
-            "too many subscriptions (at most {MAX_PER_SOCKET} per socket); unsubscribe first"
+            "too many subscriptions (at most {max} per socket); unsubscribe first"
         ));
     }
     let added = held.insert(sub);
@@ -452,5 +559,24 @@ mod tests {
             explicit(Some(&json!({"subscribe": true}))),
             Err(AuthError::BadSubscribeMode)
         );
+    }
+
+    #[test]
+    fn handshake_subscriptions_are_a_list_within_the_cap() {
+        assert_eq!(initial(None, 2), Ok(&[][..]));
+        assert_eq!(
+            initial(Some(&json!({"subscriptions": null})), 2),
+            Ok(&[][..])
+        );
+        let two = json!({"subscriptions": [{"type": "a"}, {"type": "b", "id": 1}]});
+        assert_eq!(initial(Some(&two), 2).map(<[Value]>::len), Ok(2));
+        assert!(matches!(
+            initial(Some(&two), 1),
+            Err(AuthError::BadSubscriptions(e)) if e.contains("at most 1 subscriptions")
+        ));
+        assert!(matches!(
+            initial(Some(&json!({"subscriptions": {"type": "a"}})), 2),
+            Err(AuthError::BadSubscriptions(e)) if e.contains("must be a list")
+        ));
     }
 }

@@ -165,6 +165,7 @@ fn io_config() -> IoConfig {
         connect_timeout: Duration::from_secs(45),
         max_payload_bytes: 1_000_000,
         max_buffered_events: 1024,
+        max_buffered_bytes: 64 * 1024,
         max_event_bytes: 1 << 20,
         transports: vec![Transport::Polling, Transport::Websocket],
         cors: None,
