@@ -231,7 +231,9 @@ async fn handshake_polling(
     if status != 200 {
         bail!("polling connect: HTTP {status}: {body:.120}");
     }
-    'ack: for k in 0..20 {
+    // Every packet of a response counts: a ping may come in the same body as the ack.
+    let mut acked = false;
+    for k in 0..20 {
         let (status, body) = http
             .request("GET", &format!("{with_sid}&t=c{k}"), "")
             .await?;
@@ -244,14 +246,17 @@ async fn handshake_polling(
                 http.request("POST", &format!("{with_sid}&t=p{k}"), "3")
                     .await?;
             } else if packet.starts_with("40") {
-                break 'ack;
+                acked = true;
             } else if packet.starts_with("44") {
                 bail!("connection refused: {packet:.200}");
             }
         }
-        if k == 19 {
-            bail!("no connect acknowledgement over polling");
+        if acked {
+            break;
         }
+    }
+    if !acked {
+        bail!("no connect acknowledgement over polling");
     }
     // socket.io-client keeps a long-poll GET open while it probes the websocket; the server
     // answers it when the upgrade completes (a noop `6`, or what was queued, e.g. a ping).
@@ -265,13 +270,20 @@ async fn handshake_polling(
         .await
         .context("websocket upgrade")?;
     ws.send(Message::text("2probe")).await?;
+    let mut early_pings = 0;
     loop {
         let p = next_text(&mut ws).await?;
         if p == "3probe" {
             break;
+        } else if p == "2" {
+            early_pings += 1;
         }
     }
     ws.send(Message::text("5")).await?;
+    for _ in 0..early_pings {
+        pings.fetch_add(1, Ordering::Relaxed);
+        ws.send(Message::text("3")).await?;
+    }
     if let Ok(Ok((_, body))) = tokio::time::timeout(Duration::from_secs(5), http.response()).await {
         for packet in body.split('\u{1e}') {
             if packet == "2" {
