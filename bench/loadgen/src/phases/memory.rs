@@ -462,15 +462,18 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         let label =
             format!("KB per idle socket, {how}, after {HEARTBEATS}+ heartbeats ({ping_ms} ms)");
         let ok = b.min_pings > HEARTBEATS && nd.min_pings > HEARTBEATS;
-        let value = format!(
-            "{:.2} KB{}",
-            b.per_hb,
-            if ok {
-                ""
-            } else {
-                " (not all clients reached 32 heartbeats)"
+        let mut value = format!("{:.2} KB", b.per_hb);
+        if !ok {
+            value.push_str(" (not all clients reached 32 heartbeats)");
+        }
+        for (who, r) in [("bridge", b), ("node", nd)] {
+            if r.alive_hb < r.clients {
+                value.push_str(&format!(
+                    " ({who}: {} of {} clients still connected)",
+                    r.alive_hb, r.clients
+                ));
             }
-        );
+        }
         let base = format!(
             "node socket.io: {:.2} KB; RSS {:.1} MB vs {:.1} MB",
             nd.per_hb,
