@@ -600,25 +600,35 @@ async fn after_a_restart_the_replayed_older_schema_row_never_republishes_a_priva
             .is_some()
     })
     .await;
-    // `/healthz` answers before the load; handshakes wait until the replay buffer is rebuilt,
-    // and this client, resuming from before the deploy, is sent what it missed.
-    let offset = format!("{before:016X}-00000000");
-    let connecting = tokio::spawn(async move {
-        wait::until_some("a Public connection", wait::DEFAULT_TIMEOUT, || async {
-            let mut client = SioClient::connect(addr, json!({ "offset": &offset })).await;
-            match client.next().await {
-                crate::support::client::Got::Connected => Some(client),
-                _ => None,
-            }
-        })
-        .await
-    });
-
-    // The holder lets go; the bridge takes the slot and replays.
+    // The holder lets go; the bridge takes the slot and rebuilds its replay buffer from it
+    // (handshakes wait for that), replaying the older schema row and the entry.
     hold.cancel();
     holder.await.unwrap().unwrap();
     drop(rx);
-    let mut public = connecting.await.unwrap();
+    let metrics = format!("http://{addr}/metrics");
+    wait::until(
+        "the replay buffer rebuilt",
+        wait::DEFAULT_TIMEOUT * 2,
+        || async {
+            crate::support::bridge::reqwest_get(&metrics)
+                .await
+                .is_some_and(|(_, body)| {
+                    body.lines().any(|l| {
+                        l.strip_prefix("strapi_io_replay_rebuild_events ")
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .is_some_and(|v| v >= 1.0)
+                    })
+                })
+        },
+    )
+    .await;
+    // A client connected before the deploy resumes from where it was and is sent the entry.
+    let offset = format!("{before:016X}-00000000");
+    let mut public = SioClient::connect(addr, json!({ "offset": offset })).await;
+    assert!(
+        matches!(public.next().await, crate::support::client::Got::Connected),
+        "the resuming client connects"
+    );
     marker(&db, 7).await;
     let event = public.event("message:create").await;
     assert_eq!(event["data"]["id"], 130, "{event}");

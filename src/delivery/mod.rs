@@ -187,8 +187,9 @@ pub struct ReplayStats {
 pub struct Replay<K> {
     /// The events of the window.
     pub buffer: ReplayBuffer,
-    /// Sockets that take no live events now.
-    pub behind: HashMap<K, Behind>,
+    /// Sockets that take no live events now (hashed fast: checked for every event to every
+    /// socket).
+    pub behind: HashMap<K, Behind, foldhash::fast::RandomState>,
     /// Counts for `/metrics`.
     pub stats: ReplayStats,
 }
@@ -254,7 +255,7 @@ impl<K: Eq + Hash + Clone> Hub<K> {
         Arc::new(Hub {
             replay: Mutex::new(Replay {
                 buffer: ReplayBuffer::new(config.replay_window, config.replay_max_bytes),
-                behind: HashMap::new(),
+                behind: HashMap::default(),
                 stats: ReplayStats::default(),
             }),
             ready: watch::Sender::new(true),

@@ -74,20 +74,14 @@ impl<A: Adapter> Emitter<A> {
             if replay.behind.contains_key(&socket.id) {
                 continue;
             }
-            let sent = if flows.has_room(&socket) {
-                send(&socket, &entry)
-            } else {
-                Sent::Full
-            };
-            match sent {
-                Sent::Queued => flows.sent(&socket, &entry),
+            match flows.offer(&socket, &entry, || send(&socket, &entry)) {
+                Sent::Queued | Sent::NotForIt | Sent::Gone => {}
                 Sent::Full => {
                     fell_behind += 1;
                     replay
                         .behind
                         .insert(socket.id, Behind::new(before, before.to_string(), true));
                 }
-                Sent::NotForIt | Sent::Gone => {}
             }
         }
         drop(flows);
@@ -288,14 +282,7 @@ fn feed_socket<A: Adapter>(
         if !may_receive(shared, socket, entry) {
             return Sent::NotForIt;
         }
-        if !flows.has_room(socket) {
-            return Sent::Full;
-        }
-        let sent = send(socket, entry);
-        if sent == Sent::Queued {
-            flows.sent(socket, entry);
-        }
-        sent
+        flows.offer(socket, entry, || send(socket, entry))
     });
     let moved = behind.after != was_at;
     match fed {

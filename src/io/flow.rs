@@ -24,7 +24,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
 use super::serve::WireBytes;
-use crate::delivery::Entry;
+use crate::delivery::{Entry, Sent};
 
 /// Channel slots kept free for what the bridge does not count: pings, acknowledgements,
 /// relays.
@@ -187,7 +187,8 @@ impl Flow {
 /// The counts of every WebSocket that got an event.
 #[derive(Debug, Default)]
 pub(super) struct Flows {
-    by_socket: HashMap<Sid, Flow>,
+    /// By socket id, hashed fast: looked up for every event to every socket.
+    by_socket: HashMap<Sid, Flow, foldhash::fast::RandomState>,
     slots: usize,
     bytes: u64,
 }
@@ -197,24 +198,32 @@ impl Flows {
     /// `max_buffered_bytes` unwritten.
     pub(super) fn new(max_buffered_events: usize, max_buffered_bytes: u64) -> Flows {
         Flows {
-            by_socket: HashMap::new(),
+            by_socket: HashMap::default(),
             slots: max_buffered_events.saturating_sub(RESERVED_SLOTS).max(1),
             bytes: max_buffered_bytes,
         }
     }
 
-    /// Whether `entry` may be queued for `socket` now (always, for sockets not counted).
-    pub(super) fn has_room<A: Adapter>(&mut self, socket: &SocketRef<A>) -> bool {
+    /// Queues `entry` for `socket` through `send` if it fits now (always, for sockets not
+    /// counted), and counts it if it was queued; [`Sent::Full`] if it does not fit.
+    pub(super) fn offer<A: Adapter>(
+        &mut self,
+        socket: &SocketRef<A>,
+        entry: &Entry,
+        send: impl FnOnce() -> Sent,
+    ) -> Sent {
         let (slots, bytes) = (self.slots, self.bytes);
-        self.flow(socket).is_none_or(|f| f.has_room(slots, bytes))
-    }
-
-    /// `entry` was queued for `socket`.
-    pub(super) fn sent<A: Adapter>(&mut self, socket: &SocketRef<A>, entry: &Entry) {
-        if let Some(f) = self.flow(socket) {
-            let bytes = frame_bytes(entry, f.transport);
-            f.queued(bytes);
+        let Some(flow) = self.flow(socket) else {
+            return send();
+        };
+        if !flow.has_room(slots, bytes) {
+            return Sent::Full;
         }
+        let sent = send();
+        if sent == Sent::Queued {
+            flow.queued(frame_bytes(entry, flow.transport));
+        }
+        sent
     }
 
     /// Forgets sockets that are gone.
