@@ -6,9 +6,11 @@
 // same payloads:
 //   payload <event> <json>   the event name and payload to broadcast from now on
 //   emit <id>                set payload.data.id = <id> and broadcast it to the room
+//   burst <id> <n>           n broadcasts in one go, ids id, id+1, … (answers "ok" when queued)
 //   count                    answers "count <connected clients>"
 //
 // Usage: node server.mjs --port 40001 --control-port 40002 [--room Public]
+//   [--ping-interval MS --ping-timeout MS]   (socket.io's pingInterval / pingTimeout)
 // Prints "ready" on stdout once both ports listen. Everything listens on 127.0.0.1.
 
 import http from 'node:http';
@@ -32,7 +34,9 @@ const controlPort = Number(option('control-port'));
 const room = option('room', 'Public');
 
 const httpServer = http.createServer();
-const io = new Server(httpServer);
+const pingInterval = Number(option('ping-interval', '25000'));
+const pingTimeout = Number(option('ping-timeout', '20000'));
+const io = new Server(httpServer, { pingInterval, pingTimeout });
 io.on('connection', (socket) => {
   socket.join(room);
 });
@@ -44,6 +48,13 @@ function command(line, reply) {
   if (line.startsWith('emit ')) {
     payload.data.id = Number(line.slice(5));
     io.to(room).emit(event, payload);
+  } else if (line.startsWith('burst ')) {
+    const [first, n] = line.slice(6).split(' ').map(Number);
+    for (let k = 0; k < n; k++) {
+      payload.data.id = first + k;
+      io.to(room).emit(event, payload);
+    }
+    reply('ok');
   } else if (line.startsWith('payload ')) {
     const rest = line.slice(8);
     const space = rest.indexOf(' ');

@@ -50,8 +50,8 @@ pub struct Args {
     /// The JSON result file to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// Phases to run, comma-separated: latency, throughput, fanout, memory.
-    #[arg(long, default_value = "latency,throughput,fanout,memory")]
+    /// Phases to run, comma-separated: latency, throughput, fanout, memory, recheck.
+    #[arg(long, default_value = "latency,throughput,fanout,memory,recheck")]
     pub phases: String,
     /// Smaller and shorter everything (a smoke run, not for the figures).
     #[arg(long)]
@@ -81,8 +81,8 @@ pub struct Args {
     /// Fan-out: client counts, comma-separated.
     #[arg(long)]
     pub fanout_clients: Option<String>,
-    /// Fan-out: which servers, comma-separated (bridge, node).
-    #[arg(long, default_value = "bridge,node")]
+    /// Fan-out: which servers, comma-separated (bridge, node, floor).
+    #[arg(long, default_value = "bridge,node,floor")]
     pub fanout_servers: String,
     /// Fan-out: seconds per rate step.
     #[arg(long)]
@@ -90,6 +90,33 @@ pub struct Args {
     /// Memory: idle clients.
     #[arg(long)]
     pub idle_clients: Option<usize>,
+    /// Memory: heartbeat interval of the servers in the idle measurements, ms (each is measured
+    /// again after 32 heartbeats; default 500, 250 with --quick).
+    #[arg(long)]
+    pub memory_ping_ms: Option<u64>,
+    /// Memory: clients of the burst measurement (websocket, one role).
+    #[arg(long)]
+    pub burst_clients: Option<usize>,
+    /// Memory: events of the burst (one transaction).
+    #[arg(long)]
+    pub burst_events: Option<u32>,
+    /// Memory: servers of the burst measurement, comma-separated (bridge, node).
+    #[arg(long, default_value = "bridge,node")]
+    pub burst_servers: String,
+    /// Re-check: connected clients (1 % with an API token).
+    #[arg(long)]
+    pub recheck_clients: Option<usize>,
+    /// Re-check: `last_used_at` updates per second to the API-token table.
+    #[arg(long, default_value_t = 200.0)]
+    pub recheck_updates: f64,
+    /// Clear API tokens of the fixture (comma-separated) for the re-check phase's token clients.
+    #[arg(
+        long = "api-token",
+        env = "BENCH_API_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_tokens: Vec<String>,
     /// Memory: rows of the single large transaction.
     #[arg(long)]
     pub big_rows: Option<u64>,
@@ -199,8 +226,8 @@ async fn run(args: Args) -> Result<()> {
         .filter(|p| !p.is_empty())
         .collect();
     for p in &phases {
-        if !["latency", "throughput", "fanout", "memory"].contains(&p.as_str()) {
-            bail!("unknown phase {p:?} (latency, throughput, fanout, memory)");
+        if !["latency", "throughput", "fanout", "memory", "recheck"].contains(&p.as_str()) {
+            bail!("unknown phase {p:?} (latency, throughput, fanout, memory, recheck)");
         }
     }
     std::fs::create_dir_all(&args.work_dir)?;
@@ -259,6 +286,7 @@ async fn run(args: Args) -> Result<()> {
             "throughput" => phases::throughput::run(&ctx, &mut rep).await,
             "fanout" => phases::fanout::run(&ctx, &mut rep).await,
             "memory" => phases::memory::run(&ctx, &mut rep).await,
+            "recheck" => phases::recheck::run(&ctx, &mut rep).await,
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();

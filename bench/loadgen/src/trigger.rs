@@ -108,6 +108,41 @@ async fn fire(target: Target, rate: f64, count: usize, label: String) -> Result<
     Ok(out)
 }
 
+/// Strapi's API-token bookkeeping as a site under load does it: `UPDATE strapi_api_tokens SET
+/// last_used_at = now()` on tokens 1..=3 in turn, `rate` per second, on a thread and connection
+/// of its own until `stop` is set. Returns the updates made.
+pub fn touch_tokens(
+    url: String,
+    rate: f64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("token writer runtime")?;
+        rt.block_on(async move {
+            let client = pg_connect(&url).await?;
+            let stmt = client
+                .prepare("UPDATE strapi_api_tokens SET last_used_at = now() WHERE id = $1")
+                .await?;
+            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let start = tokio::time::Instant::now();
+            let mut k: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(start + period.mul_f64(k as f64)).await;
+                let id = (k % 3) as i32 + 1;
+                client
+                    .execute(&stmt, &[&id])
+                    .await
+                    .context("updating strapi_api_tokens.last_used_at")?;
+                k += 1;
+            }
+            Ok(k)
+        })
+    })
+}
+
 /// Tells the Node baseline which event and payload to broadcast.
 pub async fn node_payload(control: SocketAddr, event: &str, payload_json: &str) -> Result<()> {
     let s = TcpStream::connect(control).await?;
@@ -120,6 +155,22 @@ pub async fn node_payload(control: SocketAddr, event: &str, payload_json: &str) 
         bail!("node server refused the payload: {line}");
     }
     Ok(())
+}
+
+/// Asks a controlled server (Node baseline, write floor) for `n` events in one go, with fresh
+/// ids; returns the first and last id once the server has queued them.
+pub async fn node_burst(control: SocketAddr, n: u32) -> Result<(u32, u32)> {
+    let first = NODE_IDS.fetch_add(n, Ordering::Relaxed);
+    let s = TcpStream::connect(control).await?;
+    let (r, mut w) = s.into_split();
+    w.write_all(format!("burst {first} {n}\n").as_bytes())
+        .await?;
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    if line.trim() != "ok" {
+        bail!("the server refused the burst: {line}");
+    }
+    Ok((first, first + n - 1))
 }
 
 /// What a bulk insert wrote.

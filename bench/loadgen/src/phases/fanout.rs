@@ -12,16 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{analyse, public, thousands, wait_delivered};
+use super::{analyse, public, set_payload, thousands, wait_delivered};
 use crate::client::Swarm;
 use crate::report::Report;
 use crate::stats::{Dist, percentile, round3};
 use crate::trigger::{self, Target};
-use crate::{Ctx, proc, servers};
 
-/// A `message:create` frame of the shape the bridge emits for the benchmark's rows, for when
-/// no bridge event was captured (the fan-out phase run for the Node server alone).
-const SYNTHETIC: &str = r#"42["message:create",{"data":{"id":1,"attributes":{"text":"fan-out 1","likes":1,"score":null,"meta":null,"flag":true,"when":null,"day":null,"big":null,"rich":null,"mood":"happy","displayTitle":null,"body":"A benchmark message: a short paragraph of text of about the size a chat message or a comment has, one hundred and fifty characters or so.","ratio":null,"at":null,"slug":null,"contact":null,"blocks":null,"createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z","publishedAt":"2026-01-01T00:00:00.000Z","extraNote":null}},"meta":{}}]"#;
+use crate::{Ctx, proc, servers};
 
 /// Rate steps at most (×1.5 each: 10 → ~4,400 events/s for 1,000 clients).
 const MAX_STEPS: usize = 16;
@@ -30,6 +27,7 @@ const MAX_STEPS: usize = 16;
 enum Kind {
     Bridge,
     Node,
+    Floor,
 }
 
 impl Kind {
@@ -37,6 +35,7 @@ impl Kind {
         match self {
             Kind::Bridge => "bridge",
             Kind::Node => "node socket.io",
+            Kind::Floor => "write floor",
         }
     }
 }
@@ -158,32 +157,21 @@ async fn step(
     })
 }
 
-async fn one(ctx: &Ctx, kind: Kind, clients: usize) -> Result<Outcome> {
+async fn one(ctx: &Ctx, kind: Kind, clients: usize, max_steps: usize) -> Result<Outcome> {
     let a = &ctx.args;
     let tag = format!("fanout-{}", clients);
     let server = match kind {
         Kind::Bridge => servers::bridge(ctx, &tag).await?,
         Kind::Node => servers::node(ctx, &tag).await?,
+        Kind::Floor => servers::floor(ctx, &tag).await?,
     };
     let target = match kind {
         Kind::Bridge => Target::Pg {
             url: a.database_url.clone(),
         },
-        Kind::Node => {
-            let control = server.control.context("node control port")?;
-            let frame = ctx
-                .template
-                .lock()
-                .ok()
-                .and_then(|t| t.clone())
-                .unwrap_or_else(|| {
-                    println!("    no bridge event was captured: the Node server broadcasts a synthetic payload of the same shape");
-                    SYNTHETIC.to_owned()
-                });
-            let arr: Value = serde_json::from_str(frame.get(2..).unwrap_or(""))
-                .context("captured event is not 42[...]")?;
-            let event = arr[0].as_str().context("event name")?;
-            trigger::node_payload(control, event, &arr[1].to_string()).await?;
+        Kind::Node | Kind::Floor => {
+            let control = server.control.context("control port")?;
+            set_payload(ctx, control).await?;
             Target::Node { control }
         }
     };
@@ -227,7 +215,7 @@ async fn one(ctx: &Ctx, kind: Kind, clients: usize) -> Result<Outcome> {
     let start_msgs = if clients >= 5000 { 20_000.0 } else { 10_000.0 };
     let mut rate = start_msgs / clients as f64;
     let mut steps = Vec::new();
-    for _ in 0..MAX_STEPS {
+    for _ in 0..max_steps {
         let count = ((rate * step_s).ceil() as usize).max(8);
         let s = step(&server, &swarm, &target, rate, count, connected, limit_ms).await?;
         println!(
@@ -292,26 +280,107 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let servers = a.fanout_servers.as_str();
     for &n in &sizes {
         let bridge = if servers.contains("bridge") {
-            Some(one(ctx, Kind::Bridge, n).await?)
+            Some(one(ctx, Kind::Bridge, n, MAX_STEPS).await?)
         } else {
             None
         };
         let node = if servers.contains("node") {
-            Some(one(ctx, Kind::Node, n).await?)
+            Some(one(ctx, Kind::Node, n, MAX_STEPS).await?)
+        } else {
+            None
+        };
+        // The floor only needs the steps the others reached (and one more).
+        let reached = [&bridge, &node]
+            .iter()
+            .filter_map(|o| o.as_ref().map(|o| o.steps.len()))
+            .max()
+            .map_or(MAX_STEPS, |k| (k + 1).min(MAX_STEPS));
+        let floor = if servers.contains("floor") {
+            Some(one(ctx, Kind::Floor, n, reached).await?)
         } else {
             None
         };
         if let (Some(b), Some(nd)) = (&bridge, &node) {
             report_pair(rep, p, b, nd);
         }
+        if let (Some(f), Some(nd)) = (&floor, &node) {
+            report_floor(rep, p, bridge.as_ref(), nd, f);
+        }
         all.push(json!({
             "clients": n,
             "bridge": bridge.map(|o| o.json),
             "node": node.map(|o| o.json),
+            "floor": floor.map(|o| o.json),
         }));
     }
     rep.set("fanout", json!({ "runs": all }));
     Ok(())
+}
+
+/// CPU per delivered message against the write floor, at the Node server's highest sustained
+/// rate (every server runs the same rate steps, so step k is the same offered rate for all).
+fn report_floor(rep: &mut Report, p: &str, b: Option<&Outcome>, n: &Outcome, f: &Outcome) {
+    let clients = n.clients;
+    let Some(k) = n.steps.iter().rposition(|s| s.sustained) else {
+        return;
+    };
+    let Some(fs) = f.steps.get(k) else {
+        rep.row(
+            p,
+            format!("{clients} cl.: write floor did not reach node's highest rate"),
+            "",
+            "",
+            "",
+            None,
+        );
+        return;
+    };
+    let ns = &n.steps[k];
+    let rate = thousands(ns.rate * clients as f64);
+    rep.row(
+        p,
+        format!("{clients} cl.: write floor CPU per msg at {rate} msgs/s"),
+        format!(
+            "{:.2} µs ({:.0} % core){}",
+            fs.us_per_msg,
+            fs.server_core_frac * 100.0,
+            if fs.sustained { "" } else { ", lagged" }
+        ),
+        format!(
+            "node {:.2} µs = {:.2}× floor",
+            ns.us_per_msg,
+            ns.us_per_msg / fs.us_per_msg
+        ),
+        "",
+        None,
+    );
+    if let Some(bs) = b.and_then(|b| b.steps.get(k)) {
+        let ratio = bs.us_per_msg / fs.us_per_msg;
+        rep.row(
+            p,
+            format!("{clients} cl.: bridge CPU per msg at node's highest sustained rate"),
+            format!(
+                "{:.2} µs = {ratio:.2}× floor{}",
+                bs.us_per_msg,
+                if bs.sustained { "" } else { " (bridge lagged)" }
+            ),
+            format!(
+                "floor {:.2} µs; node {:.2} µs",
+                fs.us_per_msg, ns.us_per_msg
+            ),
+            "≤ 1.25× floor",
+            Some(ratio <= 1.25 && bs.sustained),
+        );
+    } else {
+        rep.row(
+            p,
+            format!("{clients} cl.: bridge CPU per msg at node's highest sustained rate"),
+            "bridge did not reach that rate",
+            "",
+            "≤ 1.25× floor",
+            Some(false),
+        );
+    }
 }
 
 fn report_pair(rep: &mut Report, p: &str, b: &Outcome, n: &Outcome) {

@@ -1,10 +1,13 @@
 //! Latency: 1,000 clients over three roles, a writer committing single-row inserts at a steady
 //! rate; per delivered event, the time from the writer's commit returning to the client reading
-//! the event.
+//! the event. Then the same at 20 events/s with 1,000 and 100 clients for the bridge next to two
+//! bare servers driven on the same schedule: the Node socket.io server and the write floor
+//! (`strapi-io-floor`), each only writing the same frame to the same sockets (for them the
+//! instant is when the control line was written).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{ROLES, analyse, thousands, three_roles, wait_delivered};
@@ -37,13 +40,169 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         bail!("{} of {clients} clients could not connect", swarm.failed);
     }
     let mut runs = Vec::new();
+    let mut at20 = None;
     for (i, &rate) in rates.iter().enumerate() {
-        runs.push(one_rate(ctx, rep, &server, &swarm, connected, rate, seconds, i == 0).await?);
+        let (j, d) = one_rate(ctx, rep, &server, &swarm, connected, rate, seconds, i == 0).await?;
+        if rate == 20.0 {
+            at20 = Some(d);
+        }
+        runs.push(j);
     }
-    rep.set("latency", json!({ "clients": connected, "runs": runs }));
     swarm.close().await;
     server.stop().await?;
+
+    // The bridge against the bare servers at 20 events/s.
+    let mut compare = Vec::new();
+    for size in [connected, 100] {
+        let bridge = match at20 {
+            Some(d) if size == connected => d,
+            _ => bare(ctx, "bridge", size, seconds).await?,
+        };
+        let node = bare(ctx, "node", size, seconds).await?;
+        let floor = bare(ctx, "floor", size, seconds).await?;
+        println!(
+            "    20/s, {size} clients: bridge {:.2} / {:.2} ms, node {:.2} / {:.2} ms, floor {:.2} / {:.2} ms (p50 / p99)",
+            bridge.p50, bridge.p99, node.p50, node.p99, floor.p50, floor.p99
+        );
+        report_bare(rep, size, &bridge, &node, &floor);
+        compare.push(json!({
+            "clients": size,
+            "rate_per_s": 20.0,
+            "bridge": bridge.json(),
+            "node_socketio": node.json(),
+            "write_floor": floor.json(),
+        }));
+    }
+    rep.set(
+        "latency",
+        json!({ "clients": connected, "runs": runs, "vs_bare_servers": compare }),
+    );
     Ok(())
+}
+
+/// One server, `size` clients, 20 events/s for `seconds`: the latency distribution.
+async fn bare(ctx: &Ctx, which: &str, size: usize, seconds: f64) -> Result<Dist> {
+    let tag = format!("latency-{which}-{size}");
+    let (server, specs, target) = match which {
+        "bridge" => (
+            servers::bridge(ctx, &tag).await?,
+            three_roles(ctx, size),
+            Target::Pg {
+                url: ctx.args.database_url.clone(),
+            },
+        ),
+        _ => {
+            let s = if which == "node" {
+                servers::node(ctx, &tag).await?
+            } else {
+                servers::floor(ctx, &tag).await?
+            };
+            let control = s.control.context("control port")?;
+            super::set_payload(ctx, control).await?;
+            (s, super::public(size), Target::Node { control })
+        }
+    };
+    let swarm = Swarm::connect(server.addr, "/socket.io", &specs, 128).await?;
+    let connected = swarm.len() - swarm.failed;
+    if swarm.failed > 0 {
+        bail!(
+            "{} of {size} clients could not connect to {which}",
+            swarm.failed
+        );
+    }
+    let m = measure(&swarm, connected, target, 20.0, seconds).await?;
+    swarm.close().await;
+    server.stop().await?;
+    if m.lost != 0 {
+        println!("    {which}, {size} clients: {} deliveries lost", m.lost);
+    }
+    Ok(m.dist)
+}
+
+/// What one steady measurement found.
+pub struct Measured {
+    pub dist: Dist,
+    pub lost: i64,
+    pub expected: u64,
+}
+
+/// A short warm-up at `rate`, then `rate × seconds` events on schedule: the latency of every
+/// delivery.
+pub async fn measure(
+    swarm: &Swarm,
+    connected: usize,
+    target: Target,
+    rate: f64,
+    seconds: f64,
+) -> Result<Measured> {
+    let base = swarm.total_count();
+    let warm = trigger::steady(
+        target.clone(),
+        rate,
+        (rate as usize).clamp(10, 200),
+        "warm-up".into(),
+    )
+    .await?;
+    wait_delivered(
+        swarm,
+        base,
+        (warm.len() * connected) as u64,
+        Instant::now() + Duration::from_secs(15),
+    )
+    .await;
+    let _ = swarm.take();
+    let base = swarm.total_count();
+    let count = (rate * seconds).round().max(1.0) as usize;
+    let fired = trigger::steady(target, rate, count, "latency".into()).await?;
+    wait_delivered(
+        swarm,
+        base,
+        (fired.len() * connected) as u64,
+        Instant::now() + Duration::from_secs(15),
+    )
+    .await;
+    let an = analyse(&fired, swarm.take(), connected);
+    Ok(Measured {
+        lost: an.lost(),
+        expected: an.expected,
+        dist: Dist::of(an.latencies),
+    })
+}
+
+fn report_bare(rep: &mut Report, size: usize, b: &Dist, n: &Dist, f: &Dist) {
+    let p = "1 latency";
+    let base = format!(
+        "node socket.io {:.2} / {:.2} ms; write floor {:.2} / {:.2} ms",
+        n.p50, n.p99, f.p50, f.p99
+    );
+    let label = format!("commit → client p50 / p99, {size} clients, 20/s");
+    let value = format!("{:.2} / {:.2} ms", b.p50, b.p99);
+    rep.row(
+        p,
+        label.clone(),
+        value.clone(),
+        base,
+        "≤ bare server (node)",
+        Some(b.p50 <= n.p50 && b.p99 <= n.p99),
+    );
+    rep.row(
+        p,
+        label.clone(),
+        format!("{:.2}× / {:.2}× floor", b.p50 / f.p50, b.p99 / f.p99),
+        "",
+        "then ≤ 1.1× floor",
+        Some(b.p50 <= 1.1 * f.p50 && b.p99 <= 1.1 * f.p99),
+    );
+    if size <= 100 {
+        rep.row(
+            p,
+            label,
+            value,
+            "",
+            "≤ 3 / ≤ 10 ms",
+            Some(b.p50 <= 3.0 && b.p99 <= 10.0),
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -56,7 +215,7 @@ async fn one_rate(
     rate: f64,
     seconds: f64,
     main: bool,
-) -> Result<serde_json::Value> {
+) -> Result<(serde_json::Value, Dist)> {
     let a = &ctx.args;
     let clients = connected;
     let count = (rate * seconds).round().max(1.0) as usize;
@@ -242,5 +401,5 @@ async fn one_rate(
         dist.max,
         an.lost()
     );
-    Ok(json)
+    Ok((json, dist))
 }

@@ -4,6 +4,7 @@
 pub mod fanout;
 pub mod latency;
 pub mod memory;
+pub mod recheck;
 pub mod throughput;
 
 use std::collections::HashMap;
@@ -12,6 +13,31 @@ use std::time::{Duration, Instant};
 use crate::Ctx;
 use crate::client::{Rec, Spec, Swarm};
 use crate::trigger::Fired;
+
+/// A `message:create` frame of the shape the bridge emits for the benchmark's rows, for when
+/// no bridge event was captured (the fan-out phase run for the Node server alone).
+pub const SYNTHETIC: &str = r#"42["message:create",{"data":{"id":1,"attributes":{"text":"fan-out 1","likes":1,"score":null,"meta":null,"flag":true,"when":null,"day":null,"big":null,"rich":null,"mood":"happy","displayTitle":null,"body":"A benchmark message: a short paragraph of text of about the size a chat message or a comment has, one hundred and fifty characters or so.","ratio":null,"at":null,"slug":null,"contact":null,"blocks":null,"createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z","publishedAt":"2026-01-01T00:00:00.000Z","extraNote":null}},"meta":{}}]"#;
+
+/// Tells a controlled server (Node baseline, write floor) to send the bridge's own event: the
+/// frame a bridge client captured earlier in the run, or [`SYNTHETIC`] when there was none.
+pub async fn set_payload(ctx: &Ctx, control: std::net::SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let frame = ctx
+        .template
+        .lock()
+        .ok()
+        .and_then(|t| t.clone())
+        .unwrap_or_else(|| {
+            println!(
+                "    no bridge event was captured: sending a synthetic payload of the same shape"
+            );
+            SYNTHETIC.to_owned()
+        });
+    let arr: serde_json::Value = serde_json::from_str(frame.get(2..).unwrap_or(""))
+        .context("captured event is not 42[...]")?;
+    let event = arr[0].as_str().context("event name")?;
+    crate::trigger::node_payload(control, event, &arr[1].to_string()).await
+}
 
 /// Role labels, in the order [`Spec::role`] indexes them.
 pub const ROLES: [&str; 3] = ["Public", "Authenticated", "Editor"];

@@ -189,6 +189,14 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     );
     rep.row(
         p,
+        "ratio bridge / pg_recvlogical (median run)",
+        format!("{ratio:.2}×"),
+        "",
+        "then ≥ 0.95×",
+        Some(ratio >= 0.95),
+    );
+    rep.row(
+        p,
         "events lost (all clients)",
         lost.to_string(),
         "",
