@@ -45,7 +45,7 @@ pub const DEFAULT_MAX_BUFFERED_EVENTS: usize = 4096;
 /// Bytes of events queued for one socket and not yet written, at most (plus one event). It
 /// bounds what a socket's writer batches into one write, and so the WebSocket write buffer,
 /// which keeps the largest size it reached for the socket's life.
-pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024;
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 16 * 1024;
 /// The users-permissions public role's name, as the plugin's `publicRoleName` default.
 pub const DEFAULT_PUBLIC_ROLE_NAME: &str = "Public";
 /// The `pg_logical_emit_message` prefix the bridge listens to.

@@ -29,7 +29,7 @@ use crate::strapi::CatalogHandle;
 
 /// The WebSocket read buffer of each connection. Clients send little (pongs, a few events),
 /// and every idle connection holds this buffer, so it is kept small.
-pub const WS_READ_BUFFER_BYTES: usize = 1024;
+pub const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// The content type of the OpenMetrics text that `prometheus-client` writes.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

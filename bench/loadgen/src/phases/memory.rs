@@ -26,6 +26,10 @@ use crate::{Ctx, proc, servers};
 /// earlier phases wrote and shrink while the per-socket figures are measured.
 const REPLAY_WINDOW: &str = "1s";
 
+/// The same for the burst's bridge: long enough that a socket still draining the burst is fed
+/// from the buffer rather than told to resync (which the phase would count as not drained).
+const BURST_REPLAY_WINDOW: &str = "10s";
+
 /// Largest burst (clients × events) the Node server is given (it buffers a copy per socket).
 const NODE_BURST_MAX_FRAMES: u64 = 4_000_000;
 
@@ -186,7 +190,7 @@ async fn burst(ctx: &Ctx, node: bool, n: usize, events: u32, deadline_s: u64) ->
             "memory-burst",
             Some(Extra {
                 pings: None,
-                replay_window: Some(REPLAY_WINDOW),
+                replay_window: Some(BURST_REPLAY_WINDOW),
             }),
         )
         .await?
