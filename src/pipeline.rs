@@ -268,8 +268,11 @@ struct StreamPosition {
     lsn: Lsn,
     /// Events of the current transaction so far: the next event's position in it.
     seq: u32,
-    /// Commit time of the current transaction (Unix µs), which the replay window counts from.
+    /// Commit time of the current transaction (Unix µs).
     at_micros: i64,
+    /// The replay buffer is rebuilt: an event's window counts from when it is emitted now. While
+    /// it is rebuilt from the slot after a start, from its commit (when the previous run sent it).
+    live: bool,
     /// The last transaction (commit LSN) or non-transactional message fully handled.
     done: Lsn,
     /// The current transaction was handled in an earlier session: skip it.
@@ -286,6 +289,9 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// unreachable, or a window too large to decode in time), well within the client's connect
 /// timeout.
 const REBUILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// Processing a batch of changes pauses this often to let other tasks run.
+const YIELD_EVERY: Duration = Duration::from_millis(2);
 
 /// How often the replay buffer is trimmed and the position to confirm updated while the
 /// stream is idle.
@@ -324,6 +330,7 @@ impl Processor {
                              connections anyway (a client may see an event twice)"
                         );
                         self.emitter.replay_ready();
+                        self.stream.live = true;
                     }
                     self.update_progress();
                     continue;
@@ -355,8 +362,15 @@ impl Processor {
                 }
                 Replicated::Data(batch) => {
                     let count = batch.len() as u64;
+                    let mut since_yield = std::time::Instant::now();
                     for xlog in batch {
                         self.handle(xlog.payload, xlog.wal_start).await;
+                        // Emitting runs without awaiting; on a large fan-out, let the writers
+                        // and the feeding of sockets behind have their turn now and then.
+                        if since_yield.elapsed() >= YIELD_EVERY {
+                            tokio::task::yield_now().await;
+                            since_yield = std::time::Instant::now();
+                        }
                     }
                     self.state.handed += count;
                 }
@@ -373,6 +387,7 @@ impl Processor {
                         );
                         self.emitter.replay_ready();
                     }
+                    self.stream.live = true;
                 }
             }
             self.update_progress();
@@ -505,7 +520,13 @@ impl Processor {
             rule,
             entry_id: None,
             keep_from: self.state.flushed,
-            at_micros: self.stream.at_micros,
+            // A transaction emitted over many seconds (a burst to many sockets) keeps each of
+            // its events for the whole window after it went out, for sockets that fell behind.
+            at_micros: if self.stream.live {
+                crate::delivery::now_micros()
+            } else {
+                self.stream.at_micros
+            },
         }
     }
 

@@ -1053,3 +1053,39 @@ async fn a_change_that_cannot_be_built_yet_is_held_not_skipped_and_not_confirmed
     assert!(after > before_update);
     client.close().await;
 }
+
+/// A transaction the bridge sends out later than the replay window after its commit (the bridge
+/// was busy or paused) is still kept for the window after it went out: a socket that fell behind
+/// in it is fed the rest from the buffer, not told to resync.
+#[tokio::test]
+async fn a_transaction_sent_out_long_after_its_commit_is_kept_for_the_window_after_it_went_out() {
+    let rows = scaled(1000, 300);
+    let db = empty_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bridge =
+        BridgeProcess::start(&db, dir.path(), "[delivery]\nreplay_window = \"2s\"").await;
+    let log = Log::default();
+    let client = RustClient::connect(bridge.addr, json!({}), &log).await;
+    let pid = bridge.child.as_ref().unwrap().id().unwrap().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let sql = db.db.client().await;
+    write_rows(&sql, 1, rows, rows).await;
+    // Longer than the window after the commit.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    signal("-CONT");
+    log.wait_creates(rows, "every create").await;
+    assert!(
+        log.snapshot().iter().all(|s| s.event != "strapi-io:resync"),
+        "told to resync"
+    );
+    assert_all_in_order(&log, rows, "rust client");
+    client.close().await;
+    bridge.kill().await;
+}
