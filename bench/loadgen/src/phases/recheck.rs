@@ -1,6 +1,6 @@
 //! Re-check: do writes to the access tables that change nothing the bridge uses slow events
 //! down? 10,000 clients connected (1 % with an API token, the rest Public), single-row commits at
-//! 20/s: commit → client latency without, then with a concurrent writer doing what Strapi does
+//! 2/s: commit → client latency without, then with a concurrent writer doing what Strapi does
 //! on every API-token request (`UPDATE strapi_api_tokens SET last_used_at = now()`, 200/s).
 //! Also the bridge's socket re-check counter over each half.
 
@@ -37,7 +37,9 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let seconds = a
         .latency_seconds
         .unwrap_or(if a.quick { 5.0 } else { 15.0 });
-    let rate = 20.0;
+    // Well below what 10,000 clients on this machine sustain (about 20 events/s), so that the
+    // figure is the latency of an unsaturated bridge and a slowdown from re-checks would show.
+    let rate = 2.0;
     let updates = a.recheck_updates;
     let tokens: Vec<String> = a.api_tokens.clone();
     if tokens.is_empty() {
@@ -115,7 +117,9 @@ pub async fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let p = "5 re-check";
     rep.row(
         p,
-        format!("setup: {connected} clients ({with_token} API token), 20/s commits, {seconds} s"),
+        format!(
+            "setup: {connected} clients ({with_token} API token), {rate}/s commits, {seconds} s"
+        ),
         "",
         "",
         "",
