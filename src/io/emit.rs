@@ -64,6 +64,8 @@ impl<A: Adapter> Emitter<A> {
         };
         let sockets = match &entry.target {
             Target::Rooms(rooms) if rooms.is_empty() => return,
+            // Only a custom `raw` may name socket ids; a data event goes to rooms.
+            Target::Rooms(rooms) if entry.rule.is_some() => op.to(rooms.to_vec()).sockets(),
             Target::Rooms(rooms) => self.in_rooms(rooms),
             // Everyone, but not sockets whose access was just taken away.
             Target::Everyone => op.except(handshake::REVOKED_ROOM).sockets(),

@@ -44,19 +44,7 @@ const MAX_UPGRADES: usize = 65_536;
 /// A request on a connection: if it upgrades a polling session to WebSocket, remember which
 /// connection the session now writes to.
 pub(super) fn note_upgrade(uri: &Uri, wire: &WireBytes) {
-    let Some(query) = uri.query() else {
-        return;
-    };
-    let mut sid = None;
-    let mut websocket = false;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("sid", v)) => sid = Some(v),
-            Some(("transport", "websocket")) => websocket = true,
-            _ => {}
-        }
-    }
-    if let (Some(sid), true) = (sid, websocket) {
+    if let Some(sid) = session_on(uri, "websocket") {
         let mut map = upgrades().lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_UPGRADES {
             map.clear();
@@ -76,16 +64,21 @@ fn polling_sid(method: &axum::http::Method, uri: &Uri) -> Option<Sid> {
     if method != axum::http::Method::GET {
         return None;
     }
+    session_on(uri, "polling")?.parse().ok()
+}
+
+/// The engine.io session id (`sid`) of a request on `transport`, from its query.
+fn session_on<'a>(uri: &'a Uri, transport: &str) -> Option<&'a str> {
     let mut sid = None;
-    let mut is_polling = false;
+    let mut on_transport = false;
     for pair in uri.query()?.split('&') {
         match pair.split_once('=') {
-            Some(("sid", v)) => sid = v.parse().ok(),
-            Some(("transport", "polling")) => is_polling = true,
+            Some(("sid", v)) => sid = Some(v),
+            Some(("transport", t)) => on_transport = t == transport,
             _ => {}
         }
     }
-    sid.filter(|_| is_polling)
+    sid.filter(|_| on_transport)
 }
 
 /// Middleware on Socket.IO's routes: the body of a polling `GET` (the socket's frames) counts
