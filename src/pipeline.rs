@@ -270,9 +270,10 @@ struct StreamPosition {
     seq: u32,
     /// Commit time of the current transaction (Unix µs).
     at_micros: i64,
-    /// The replay buffer is rebuilt: an event's window counts from when it is emitted now. While
-    /// it is rebuilt from the slot after a start, from its commit (when the previous run sent it).
-    live: bool,
+    /// Since when the replay buffer is being rebuilt from the slot after a start; `None` once it
+    /// is. While it is, an event's window counts from its commit (when the previous run sent
+    /// it); after, from when it is emitted now.
+    rebuilding_since: Option<std::time::Instant>,
     /// The last transaction (commit LSN) or non-transactional message fully handled.
     done: Lsn,
     /// The current transaction was handled in an earlier session: skip it.
@@ -306,7 +307,7 @@ impl Processor {
         mut rx: mpsc::Receiver<Replicated>,
     ) -> anyhow::Result<()> {
         let mut trim = tokio::time::interval(TRIM_EVERY);
-        let mut rebuild_started = Some(std::time::Instant::now());
+        self.stream.rebuilding_since = Some(std::time::Instant::now());
         loop {
             let item = if let Some(first) = first.take() {
                 // Loaded after it: no reload for this one.
@@ -323,14 +324,17 @@ impl Processor {
                 tokio::select! {
                 item = rx.recv() => item,
                 _ = trim.tick() => {
-                    if rebuild_started.is_some_and(|t| t.elapsed() >= REBUILD_LIMIT) {
-                        rebuild_started = None;
+                    if self
+                        .stream
+                        .rebuilding_since
+                        .is_some_and(|t| t.elapsed() >= REBUILD_LIMIT)
+                    {
+                        self.stream.rebuilding_since = None;
                         warn!(
                             "the replay buffer is not rebuilt after {REBUILD_LIMIT:?}; accepting \
                              connections anyway (a client may see an event twice)"
                         );
                         self.emitter.replay_ready();
-                        self.stream.live = true;
                     }
                     self.update_progress();
                     continue;
@@ -375,7 +379,7 @@ impl Processor {
                     self.state.handed += count;
                 }
                 Replicated::CaughtUp => {
-                    if let Some(started) = rebuild_started.take() {
+                    if let Some(started) = self.stream.rebuilding_since.take() {
                         let (events, bytes, _) = self.emitter.replay_stats();
                         self.health
                             .set_replay_rebuilt(started.elapsed(), events as u64);
@@ -387,7 +391,6 @@ impl Processor {
                         );
                         self.emitter.replay_ready();
                     }
-                    self.stream.live = true;
                 }
             }
             self.update_progress();
@@ -522,10 +525,10 @@ impl Processor {
             keep_from: self.state.flushed,
             // A transaction emitted over many seconds (a burst to many sockets) keeps each of
             // its events for the whole window after it went out, for sockets that fell behind.
-            at_micros: if self.stream.live {
-                crate::delivery::now_micros()
-            } else {
+            at_micros: if self.stream.rebuilding_since.is_some() {
                 self.stream.at_micros
+            } else {
+                crate::delivery::now_micros()
             },
         }
     }
