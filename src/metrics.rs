@@ -58,6 +58,10 @@ pub const READY: &str = "strapi_io_ready";
 /// Counter: connected sockets checked again against access data (after an access change
 /// that can affect them, or at their credential's expiry).
 pub const SOCKET_RECHECKS: &str = "strapi_io_socket_rechecks";
+/// Counter: writes to client connections. Frames queued for a socket together (the events of
+/// one transaction) leave in one write; compared with deliveries, it shows how well writes
+/// batch.
+pub const CONNECTION_WRITES: &str = "strapi_io_connection_writes";
 /// Counter: connected sockets whose access was taken away (disconnected).
 pub const SOCKETS_REVOKED: &str = "strapi_io_sockets_revoked";
 /// Gauge: replication discontinuities since start (the slot had to be created again, or the
@@ -112,6 +116,7 @@ struct Inner {
     ready: Gauge,
     socket_rechecks: Counter,
     sockets_revoked: Counter,
+    connection_writes: Counter,
     discontinuities: Gauge,
     subscriptions: Family<TypeLabels, Gauge>,
     replay: ReplayGauges,
@@ -154,7 +159,13 @@ impl Metrics {
         let ready = Gauge::default();
         let socket_rechecks = Counter::default();
         let sockets_revoked = Counter::default();
+        let connection_writes = Counter::default();
         let discontinuities = Gauge::default();
+        registry.register(
+            CONNECTION_WRITES,
+            "Writes to client connections (frames queued together leave in one write)",
+            connection_writes.clone(),
+        );
         registry.register(
             SOCKETS_CONNECTED,
             "Sockets connected to the default namespace",
@@ -261,6 +272,7 @@ impl Metrics {
             ready,
             socket_rechecks,
             sockets_revoked,
+            connection_writes,
             discontinuities,
             subscriptions,
             scrape: Mutex::new(()),
@@ -318,6 +330,12 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Writes to client connections so far (a running total; the counter catches up to it).
+    pub fn set_connection_writes(&self, total: u64) {
+        let counter = &self.0.connection_writes;
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 
     /// One custom `raw` message went out.

@@ -111,6 +111,14 @@ pub async fn serve(
     }
 }
 
+/// Writes to client connections since start, over all connections.
+static CONNECTION_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Writes to client connections since start (for the metrics).
+pub fn connection_writes() -> u64 {
+    CONNECTION_WRITES.load(Ordering::Relaxed)
+}
+
 /// Bytes written to one client connection so far.
 #[derive(Debug, Clone, Default)]
 pub struct WireBytes(pub Arc<AtomicU64>);
@@ -140,6 +148,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &res {
             self.written.fetch_add(*n as u64, Ordering::Relaxed);
+            CONNECTION_WRITES.fetch_add(1, Ordering::Relaxed);
         }
         res
     }
@@ -152,6 +161,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &res {
             self.written.fetch_add(*n as u64, Ordering::Relaxed);
+            CONNECTION_WRITES.fetch_add(1, Ordering::Relaxed);
         }
         res
     }

@@ -296,6 +296,10 @@ async fn metrics_text(State(emitter): State<Emitter>) -> Response {
         .shared
         .metrics
         .set_replay(&emitter.shared.health, report);
+    emitter
+        .shared
+        .metrics
+        .set_connection_writes(super::serve::connection_writes());
     match emitter
         .shared
         .metrics
