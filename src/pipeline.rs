@@ -217,13 +217,18 @@ async fn stream(
         catalog,
         replay: ReplayFilter::default(),
         replayed: false,
+        pending: Vec::new(),
     };
     processor.install(loaded.access, loaded.replay);
-    let processed = processor.run(first_session, rx).await;
+    // On a worker of the runtime, not the thread that started it: a writer task woken by an
+    // emit then waits in this worker's queue slot until the next socket's emit, so it finds
+    // every event queued for its socket together and writes them at once.
+    let processed = tokio::spawn(async move { processor.run(first_session, rx).await })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the processing task failed: {e}")));
     if processed.is_err() {
         stop.cancel();
     }
-    drop(processor);
 
     // The processing task ends when the replication client drops its sender: on shutdown, or
     // after a fatal replication error.
@@ -257,6 +262,9 @@ struct Processor {
     shutdown: CancellationToken,
     /// `[io] max_event_bytes`: larger data events go out with the id only.
     max_event_bytes: usize,
+    /// Events built but not yet emitted: a transaction's go out together at its commit (or
+    /// every [`MAX_PENDING`], before a pause, before an access change takes effect).
+    pending: Vec<Entry>,
 }
 
 /// Where the processing task is in the stream: what gives each event its offset, and what was
@@ -290,6 +298,9 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// unreachable, or a window too large to decode in time), well within the client's connect
 /// timeout.
 const REBUILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// At most this many events wait for their transaction's commit before they are emitted.
+const MAX_PENDING: usize = 256;
 
 /// Processing a batch of changes pauses this often to let other tasks run.
 const YIELD_EVERY: Duration = Duration::from_millis(2);
@@ -355,6 +366,8 @@ impl Processor {
                     // an earlier session is skipped.
                     info!(%start, "replication session started");
                     self.decoder = Decoder::new();
+                    // The unfinished transaction is sent again whole.
+                    self.pending.clear();
                     self.state.in_transaction = false;
                     self.stream.skipping = false;
                     self.state.flushed = self.state.flushed.max(start);
@@ -399,6 +412,8 @@ impl Processor {
     }
 
     /// Reports progress: what was handed on, and what the replay buffer still needs kept.
+    /// (Events still pending belong to a transaction whose commit has not come: the position
+    /// handed on is before it.)
     fn update_progress(&mut self) {
         self.state.keep = self.emitter.replay_keep_from().unwrap_or(Lsn::ZERO);
         self.health.set_handed_lsn(self.state.flushed);
@@ -480,6 +495,8 @@ impl Processor {
                     // Never skipped (its transaction would be confirmed without it): the
                     // pipeline holds until the database answers again.
                     warn!(%lsn, error = %e, retry_in = ?delay, "could not build events for a change; retrying");
+                    // What came before the held change goes out meanwhile.
+                    self.flush_pending();
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.shutdown.cancelled() => {}
@@ -494,6 +511,8 @@ impl Processor {
             }
         }
         if let Some(done) = done {
+            // A commit or a message outside a transaction: what it brought goes out now.
+            self.flush_pending();
             self.stream.done = self.stream.done.max(done);
         }
     }
@@ -562,7 +581,7 @@ impl Processor {
                         Target::Rooms(rooms),
                         Some(rule),
                     );
-                    self.emitter.publish(Entry { entry_id, ..entry });
+                    self.publish(Entry { entry_id, ..entry });
                 }
             }
             ModelOutput::Raw(raw) => {
@@ -576,16 +595,33 @@ impl Processor {
                     Some(rooms) => Target::Rooms(rooms.into()),
                 };
                 let entry = self.entry(offset, raw.event, raw.data, target, None);
-                self.emitter.publish(entry);
+                self.publish(entry);
             }
             ModelOutput::Commit {
                 end_lsn,
                 commit_time,
             } => {
                 self.flush_access_change();
+                self.flush_pending();
                 self.state.flushed = self.state.flushed.max(end_lsn);
                 self.health.set_last_commit(commit_time.unix_micros());
             }
+        }
+    }
+
+    /// Queues an event to go out with the rest of its transaction.
+    fn publish(&mut self, entry: Entry) {
+        self.pending.push(entry);
+        if self.pending.len() >= MAX_PENDING {
+            self.flush_pending();
+        }
+    }
+
+    /// Emits the pending events, in order.
+    fn flush_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.emitter
+                .publish_all(std::mem::replace(&mut self.pending, Vec::with_capacity(16)));
         }
     }
 
@@ -594,6 +630,8 @@ impl Processor {
     fn flush_access_change(&mut self) {
         let recheck = std::mem::take(&mut self.recheck);
         if !recheck.is_empty() || recheck.subscriptions {
+            // Events built under the access before the change go out before it is checked.
+            self.flush_pending();
             self.emitter.send(Outgoing::AccessChanged(recheck));
         }
     }

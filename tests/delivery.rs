@@ -1089,3 +1089,50 @@ async fn a_transaction_sent_out_long_after_its_commit_is_kept_for_the_window_aft
     client.close().await;
     bridge.kill().await;
 }
+
+/// The events of one transaction reach each socket's writer together and leave in one write,
+/// instead of one write per event: 30 WebSockets, a transaction of 20 creates.
+#[tokio::test]
+async fn a_transactions_events_leave_in_one_write_per_socket() {
+    const CLIENTS: usize = 30;
+    const ROWS: usize = 20;
+    let db = empty_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = BridgeProcess::start(&db, dir.path(), "").await;
+    let logs: Vec<Log> = (0..CLIENTS).map(|_| Log::default()).collect();
+    let mut clients = Vec::new();
+    for log in &logs {
+        clients.push(RustClient::connect(bridge.addr, json!({}), log).await);
+    }
+    // Every client is on its WebSocket (a polling client upgrades right after connecting).
+    let sql = db.db.client().await;
+    write_rows(&sql, 1, 1, 1).await;
+    for log in &logs {
+        log.wait_creates(1, "the first create").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    const WRITES: &str = "strapi_io_connection_writes_total";
+    let before = bridge.metric(WRITES).await.unwrap();
+    write_rows(&sql, 2, ROWS, ROWS).await;
+    for log in &logs {
+        log.wait_creates(ROWS + 1, "every create of the transaction")
+            .await;
+    }
+    let writes = bridge.metric(WRITES).await.unwrap() - before;
+    eprintln!(
+        "{ROWS} events to {CLIENTS} sockets in {writes} writes ({:.2} per socket)",
+        writes / CLIENTS as f64
+    );
+    for (i, log) in logs.iter().enumerate() {
+        assert_all_in_order(log, ROWS + 1, &format!("client {i}"));
+    }
+    // One write per socket, a few more for the metrics response itself and a socket whose
+    // writer woke early; one per event would be 600.
+    assert!(
+        writes <= (CLIENTS * 3 / 2) as f64 + 4.0,
+        "{writes} writes for {ROWS} events to {CLIENTS} sockets"
+    );
+    for c in clients {
+        c.close().await;
+    }
+}

@@ -29,6 +29,9 @@ const FEED_EVERY: Duration = Duration::from_millis(20);
 /// Entries offered to one socket per feeding round, so the lock is never held long.
 const FEED_STEP: usize = 512;
 
+/// Entry-socket pairs one run of [`Emitter::publish_all`] offers while it holds the lock.
+const OFFERS_PER_LOCK: usize = 65_536;
+
 /// A socket whose handshake started but never completed is forgotten after this long.
 const NEVER_STARTED: Duration = Duration::from_secs(120);
 
@@ -37,12 +40,21 @@ impl<A: Adapter> Emitter<A> {
     /// target that takes live events, with its offset as the last argument. A socket whose
     /// queue is full falls behind (it is fed from the buffer later) instead of missing it.
     pub fn publish(&self, entry: Entry) {
-        if entry.rule.is_some() {
-            self.count_event(&entry.event);
-        } else {
-            self.shared.metrics.raw_emitted();
+        self.publish_all(vec![entry]);
+    }
+
+    /// Emits stream events in order, as [`Emitter::publish`] does one. Consecutive events for
+    /// the same rooms (a transaction's) are queued for each socket one after the other, so
+    /// they reach its writer together and leave in one write.
+    pub fn publish_all(&self, entries: Vec<Entry>) {
+        for entry in &entries {
+            if entry.rule.is_some() {
+                self.count_event(&entry.event);
+            } else {
+                self.shared.metrics.raw_emitted();
+            }
         }
-        self.emit_entry(entry);
+        self.emit_entries(entries.into_iter().map(Arc::new).collect());
     }
 
     fn count_event(&self, event: &str) {
@@ -50,46 +62,64 @@ impl<A: Adapter> Emitter<A> {
         self.shared.metrics.event_emitted(content_type, action);
     }
 
-    fn emit_entry(&self, entry: Entry) {
-        let entry = Arc::new(entry);
-        let mut replay = self.shared.hub.lock();
-        // What a live socket had before this one: where it resumes if this does not fit.
-        let before = replay
-            .buffer
-            .newest()
-            .unwrap_or_else(|| replay.buffer.floor());
-        replay.buffer.push(entry.clone(), now_micros());
+    /// Emits `entries` in runs of the same target: each run is kept in the buffer, then every
+    /// target socket taking live events gets the run's entries one after the other. A run
+    /// offers at most [`OFFERS_PER_LOCK`] entry-socket pairs under the lock (at least one
+    /// entry), so a transaction to many sockets does not hold up feeding and handshakes.
+    fn emit_entries(&self, entries: Vec<Arc<Entry>>) {
+        let mut rest = entries.as_slice();
+        while let Some(first) = rest.first() {
+            let same = rest.iter().take_while(|e| same_target(e, first)).count();
+            let mut replay = self.shared.hub.lock();
+            let sockets = self.targets(first);
+            let fits = (OFFERS_PER_LOCK / sockets.len().max(1)).clamp(1, same);
+            let (run, after) = rest.split_at(fits);
+            rest = after;
+            // Where a socket resumes if an entry of the run does not fit: the entry before.
+            let mut before = Vec::with_capacity(run.len());
+            for entry in run {
+                before.push(
+                    replay
+                        .buffer
+                        .newest()
+                        .unwrap_or_else(|| replay.buffer.floor()),
+                );
+                replay.buffer.push(entry.clone(), now_micros());
+            }
+            let mut flows = self.shared.lock_flows();
+            let mut fell_behind = 0u64;
+            for socket in sockets {
+                if replay.behind.contains_key(&socket.id) {
+                    continue;
+                }
+                if let Some(i) = flows.offer_run(&socket, run, |e| send(&socket, e)) {
+                    fell_behind += 1;
+                    replay.behind.insert(
+                        socket.id,
+                        Behind::new(before[i], before[i].to_string(), true),
+                    );
+                }
+            }
+            drop(flows);
+            if fell_behind > 0 {
+                replay.stats.fell_behind += fell_behind;
+                self.shared.report_behind(&first.event, fell_behind);
+            }
+        }
+    }
+
+    /// The sockets an entry goes to.
+    fn targets(&self, entry: &Entry) -> Vec<SocketRef<A>> {
         let Some(op) = self.io.of("/") else {
-            return;
+            return Vec::new();
         };
-        let sockets = match &entry.target {
-            Target::Rooms(rooms) if rooms.is_empty() => return,
+        match &entry.target {
+            Target::Rooms(rooms) if rooms.is_empty() => Vec::new(),
             // Only a custom `raw` may name socket ids; a data event goes to rooms.
             Target::Rooms(rooms) if entry.rule.is_some() => op.to(rooms.to_vec()).sockets(),
             Target::Rooms(rooms) => self.in_rooms(rooms),
             // Everyone, but not sockets whose access was just taken away.
             Target::Everyone => op.except(handshake::REVOKED_ROOM).sockets(),
-        };
-        let mut flows = self.shared.lock_flows();
-        let mut fell_behind = 0u64;
-        for socket in sockets {
-            if replay.behind.contains_key(&socket.id) {
-                continue;
-            }
-            match flows.offer(&socket, &entry, || send(&socket, &entry)) {
-                Sent::Queued | Sent::NotForIt | Sent::Gone => {}
-                Sent::Full => {
-                    fell_behind += 1;
-                    replay
-                        .behind
-                        .insert(socket.id, Behind::new(before, before.to_string(), true));
-                }
-            }
-        }
-        drop(flows);
-        if fell_behind > 0 {
-            replay.stats.fell_behind += fell_behind;
-            self.shared.report_behind(&entry.event, fell_behind);
         }
     }
 
@@ -117,7 +147,7 @@ impl<A: Adapter> Emitter<A> {
         }
         self.count_event(&delivery.event);
         let offset = self.next_local_offset();
-        self.emit_entry(Entry {
+        self.emit_entries(vec![Arc::new(Entry {
             offset,
             offset_text: offset.to_string(),
             event: delivery.event.clone(),
@@ -127,7 +157,7 @@ impl<A: Adapter> Emitter<A> {
             entry_id: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
-        });
+        })]);
     }
 
     /// A custom `raw` from outside the stream; see [`Emitter::deliver`].
@@ -137,7 +167,7 @@ impl<A: Adapter> Emitter<A> {
         }
         self.shared.metrics.raw_emitted();
         let offset = self.next_local_offset();
-        self.emit_entry(Entry {
+        self.emit_entries(vec![Arc::new(Entry {
             offset,
             offset_text: offset.to_string(),
             event: raw.event.clone(),
@@ -150,7 +180,7 @@ impl<A: Adapter> Emitter<A> {
             entry_id: None,
             keep_from: crate::lsn::Lsn::ZERO,
             at_micros: now_micros(),
-        });
+        })]);
     }
 
     fn next_local_offset(&self) -> Offset {
@@ -280,8 +310,9 @@ fn feed_socket<A: Adapter>(
     mut behind: Behind,
 ) -> bool {
     let was_at = behind.after;
+    let mut reader = Reader::of(socket);
     let fed = replay.feed(&mut behind, FEED_STEP, |entry| {
-        if !may_receive(shared, socket, entry) {
+        if !reader.may_receive(shared, socket, entry) {
             return Sent::NotForIt;
         }
         flows.offer(socket, entry, || send(socket, entry))
@@ -317,6 +348,16 @@ fn feed_socket<A: Adapter>(
     moved
 }
 
+/// Whether two entries go to the same sockets (then they are offered together).
+fn same_target(a: &Entry, b: &Entry) -> bool {
+    a.rule.is_some() == b.rule.is_some()
+        && match (&a.target, &b.target) {
+            (Target::Everyone, Target::Everyone) => true,
+            (Target::Rooms(x), Target::Rooms(y)) => Arc::ptr_eq(x, y) || x == y,
+            _ => false,
+        }
+}
+
 /// Queues one entry for one socket, with its offset as the last argument.
 fn send<A: Adapter>(socket: &SocketRef<A>, entry: &Entry) -> Sent {
     match socket.emit(&entry.event, &(&entry.payload, entry.offset_text.as_str())) {
@@ -330,39 +371,72 @@ fn send<A: Adapter>(socket: &SocketRef<A>, entry: &Entry) -> Sent {
     }
 }
 
-/// Whether a socket may receive a buffered entry now: it was for one of the socket's rooms
-/// (or its id, or everyone), and for content-type events its role may still read it.
-fn may_receive<A: Adapter>(shared: &Shared, socket: &SocketRef<A>, entry: &Entry) -> bool {
-    let Some(session) = socket.extensions.get::<handshake::Session>() else {
-        return false;
-    };
-    // Access was taken away: nothing more, whatever the entry.
-    if session.revoked {
-        return false;
+/// What decides whether one socket may receive buffered entries, looked up once per feeding.
+struct Reader {
+    /// `None` when it may receive nothing (no session, or access was taken away).
+    session: Option<handshake::Session>,
+    /// Its role rooms, unless it is in explicit subscription mode (then in none).
+    joins_role_rooms: bool,
+    id: String,
+    /// The role rooms that may read the last content type and action asked about (a run of
+    /// entries mostly shares one).
+    last_rule: Option<(String, crate::strapi::Action, Arc<[RoomName]>)>,
+}
+
+impl Reader {
+    fn of<A: Adapter>(socket: &SocketRef<A>) -> Reader {
+        Reader {
+            session: socket
+                .extensions
+                .get::<handshake::Session>()
+                .filter(|s| !s.revoked),
+            joins_role_rooms: subscriptions::joins_role_rooms(socket),
+            id: socket.id.to_string(),
+            last_rule: None,
+        }
     }
-    let rooms = match &entry.target {
-        Target::Everyone => return true,
-        Target::Rooms(rooms) => rooms,
-    };
-    // A socket in explicit subscription mode is in no role room.
-    let mine: &[RoomName] = if subscriptions::joins_role_rooms(socket) {
-        &session.principal.rooms
-    } else {
-        &[]
-    };
-    if subscriptions::joined_any(shared, socket, rooms)
-        || subscriptions::subscribed_to(socket, entry)
-    {
-        return true;
-    }
-    let id = socket.id.to_string();
-    match &entry.rule {
-        None => rooms.iter().any(|r| *r == id || mine.contains(r)),
-        Some((uid, action)) => {
-            let now = shared.access.rooms_for(uid, action);
-            rooms
-                .iter()
-                .any(|r| mine.contains(r) && now.iter().any(|n| n == r))
+
+    /// Whether the socket may receive a buffered entry now: it was for one of the socket's
+    /// rooms (or its id, or everyone), and for content-type events its role may still read it.
+    fn may_receive<A: Adapter>(
+        &mut self,
+        shared: &Shared,
+        socket: &SocketRef<A>,
+        entry: &Entry,
+    ) -> bool {
+        // Access was taken away: nothing more, whatever the entry.
+        let Some(session) = &self.session else {
+            return false;
+        };
+        let rooms = match &entry.target {
+            Target::Everyone => return true,
+            Target::Rooms(rooms) => rooms,
+        };
+        let mine: &[RoomName] = if self.joins_role_rooms {
+            &session.principal.rooms
+        } else {
+            &[]
+        };
+        if subscriptions::joined_any(shared, socket, rooms)
+            || subscriptions::subscribed_to(socket, entry)
+        {
+            return true;
+        }
+        match &entry.rule {
+            None => rooms.iter().any(|r| *r == self.id || mine.contains(r)),
+            Some((uid, action)) => {
+                let now = match &self.last_rule {
+                    Some((u, a, now)) if u == uid && a == action => now.clone(),
+                    _ => {
+                        let now = shared.access.rooms_for(uid, action);
+                        self.last_rule = Some((uid.clone(), action.clone(), now.clone()));
+                        now
+                    }
+                };
+                rooms
+                    .iter()
+                    .any(|r| mine.contains(r) && now.iter().any(|n| n == r))
+            }
         }
     }
 }

@@ -219,6 +219,37 @@ impl Flows {
         sent
     }
 
+    /// Queues `entries` for `socket` in order through `send`, as [`Flows::offer`] does one,
+    /// looking the socket up once. The index of the first that did not fit, if one did not
+    /// (the rest are not offered); `None` when all were queued or the socket is gone.
+    pub(super) fn offer_run<A: Adapter>(
+        &mut self,
+        socket: &SocketRef<A>,
+        entries: &[std::sync::Arc<Entry>],
+        mut send: impl FnMut(&Entry) -> Sent,
+    ) -> Option<usize> {
+        let (slots, bytes) = (self.slots, self.bytes);
+        let mut flow = self.flow(socket);
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(flow) = flow.as_deref_mut()
+                && !flow.has_room(slots, bytes)
+            {
+                return Some(i);
+            }
+            match send(entry) {
+                Sent::Queued => {
+                    if let Some(flow) = flow.as_deref_mut() {
+                        flow.queued(frame_bytes(entry, flow.transport));
+                    }
+                }
+                Sent::NotForIt => {}
+                Sent::Full => return Some(i),
+                Sent::Gone => return None,
+            }
+        }
+        None
+    }
+
     /// Forgets sockets that are gone.
     pub(super) fn retain(&mut self, alive: impl Fn(Sid) -> bool) {
         self.by_socket.retain(|sid, _| alive(*sid));
