@@ -222,7 +222,9 @@ async fn stream(
     processor.install(loaded.access, loaded.replay);
     // On a worker of the runtime, not the thread that started it: a writer task woken by an
     // emit then waits in this worker's queue slot until the next socket's emit, so it finds
-    // every event queued for its socket together and writes them at once.
+    // every event queued for its socket together and writes them at once (from the thread
+    // that started the runtime, a woken writer is run at once by an idle worker and writes the
+    // first events alone). The runtime has a worker more than cores for this task.
     let processed = tokio::spawn(async move { processor.run(first_session, rx).await })
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("the processing task failed: {e}")));

@@ -5,7 +5,8 @@
 //! socket whose queue is full is known by its id: it stops taking live events and is fed from
 //! the [replay buffer](crate::delivery) as it drains, in order, instead of silently missing
 //! the event. Live emits and feeding take the delivery lock in turn, so a socket moving from
-//! one to the other sees no gap and no duplicate.
+//! one to the other sees no gap and no duplicate. The events of a transaction are offered to
+//! each socket one after the other, so its writer sends them in one write.
 
 use std::sync::Arc;
 use std::time::Duration;
