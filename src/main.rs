@@ -24,15 +24,7 @@ fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (database and webhooks).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    // One worker per core, and one more for the stream's processing task: it runs on a worker
-    // so that a socket writer it wakes waits in that worker's slot until the socket has every
-    // event of the transaction (see `pipeline`), while the socket writers keep a worker per core.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
