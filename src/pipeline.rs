@@ -265,7 +265,7 @@ struct Processor {
     /// `[io] max_event_bytes`: larger data events go out with the id only.
     max_event_bytes: usize,
     /// Events built but not yet emitted: a transaction's go out together at its commit (or
-    /// every [`MAX_PENDING`], before a pause, before an access change takes effect).
+    /// every [`MAX_PENDING`], before an access change takes effect, while a change is held).
     pending: Vec<Entry>,
 }
 
