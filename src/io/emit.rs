@@ -37,16 +37,11 @@ const OFFERS_PER_LOCK: usize = 65_536;
 const NEVER_STARTED: Duration = Duration::from_secs(120);
 
 impl<A: Adapter> Emitter<A> {
-    /// Emits one stream event: kept in the replay buffer, and queued for every socket of its
-    /// target that takes live events, with its offset as the last argument. A socket whose
-    /// queue is full falls behind (it is fed from the buffer later) instead of missing it.
-    pub fn publish(&self, entry: Entry) {
-        self.publish_all(vec![entry]);
-    }
-
-    /// Emits stream events in order, as [`Emitter::publish`] does one. Consecutive events for
-    /// the same rooms (a transaction's) are queued for each socket one after the other, so
-    /// they reach its writer together and leave in one write.
+    /// Emits stream events in order: each is kept in the replay buffer and queued for every
+    /// socket of its target that takes live events, with its offset as the last argument; a
+    /// socket whose queue is full falls behind (it is fed from the buffer later) instead of
+    /// missing it. Consecutive events for the same rooms (a transaction's) are queued for each
+    /// socket one after the other, so they reach its writer together and leave in one write.
     pub fn publish_all(&self, entries: Vec<Entry>) {
         for entry in &entries {
             if entry.rule.is_some() {
@@ -140,7 +135,7 @@ impl<A: Adapter> Emitter<A> {
     }
 
     /// A delivery from outside the stream (it has no WAL position): it gets the offset after
-    /// the newest one held. The pipeline uses [`Emitter::publish`] with the event's own offset.
+    /// the newest one held. The pipeline uses [`Emitter::publish_all`] with the event's own offset.
     pub(super) fn deliver(&self, delivery: &Delivery) {
         let rooms = self.target_rooms(delivery.rooms.clone(), delivery.subject.as_ref());
         if rooms.is_empty() {

@@ -206,17 +206,7 @@ impl Flows {
         send: impl FnOnce() -> Sent,
     ) -> Sent {
         let (slots, bytes) = (self.slots, self.bytes);
-        let Some(flow) = self.flow(socket) else {
-            return send();
-        };
-        if !flow.has_room(slots, bytes) {
-            return Sent::Full;
-        }
-        let sent = send();
-        if sent == Sent::Queued {
-            flow.queued(frame_bytes(entry, flow.transport));
-        }
-        sent
+        offer_to(self.flow(socket), slots, bytes, entry, send)
     }
 
     /// Queues `entries` for `socket` in order through `send`, as [`Flows::offer`] does one,
@@ -231,18 +221,8 @@ impl Flows {
         let (slots, bytes) = (self.slots, self.bytes);
         let mut flow = self.flow(socket);
         for (i, entry) in entries.iter().enumerate() {
-            if let Some(flow) = flow.as_deref_mut()
-                && !flow.has_room(slots, bytes)
-            {
-                return Some(i);
-            }
-            match send(entry) {
-                Sent::Queued => {
-                    if let Some(flow) = flow.as_deref_mut() {
-                        flow.queued(frame_bytes(entry, flow.transport));
-                    }
-                }
-                Sent::NotForIt => {}
+            match offer_to(flow.as_deref_mut(), slots, bytes, entry, || send(entry)) {
+                Sent::Queued | Sent::NotForIt => {}
                 Sent::Full => return Some(i),
                 Sent::Gone => return None,
             }
@@ -275,6 +255,27 @@ impl Flows {
             }
         }
     }
+}
+
+/// One entry through `send` if `flow` (none: not counted) has room, counted if it was queued.
+fn offer_to(
+    flow: Option<&mut Flow>,
+    slots: usize,
+    bytes: u64,
+    entry: &Entry,
+    send: impl FnOnce() -> Sent,
+) -> Sent {
+    let Some(flow) = flow else {
+        return send();
+    };
+    if !flow.has_room(slots, bytes) {
+        return Sent::Full;
+    }
+    let sent = send();
+    if sent == Sent::Queued {
+        flow.queued(frame_bytes(entry, flow.transport));
+    }
+    sent
 }
 
 /// Where the bytes written for `socket` are counted: its WebSocket's connection, or for a

@@ -1,6 +1,6 @@
 //! The Socket.IO stage: server, handshake, role rooms, emit, and the HTTP side routes.
 //!
-//! Receives the stream's events, in stream order, through [`Emitter::publish`]: each one, with
+//! Receives the stream's events, in stream order, through [`Emitter::publish_all`]: each one, with
 //! its [offset](crate::delivery::Offset) as a trailing argument, goes to the sockets of its
 //! rooms (a custom `raw` to its rooms or socket ids or to everyone) and into the replay
 //! buffer; an access change ([`Emitter::send`]) re-checks the connected sockets it can affect (and a
